@@ -1,0 +1,62 @@
+// cvk/common.cuh: what every kernel source includes. Portable across nvcc, NVRTC and g++ (the
+// CPU simulator, selected by -DCVK_SIM): index types, warp and block reductions, accumulator
+// types. No host-only headers here: NVRTC cannot see them.
+#pragma once
+
+#ifdef CVK_SIM
+#include "cvk/sim.h"
+#else
+// Dynamic shared memory, declared the same way under nvcc/NVRTC and the simulator.
+#define CVK_EXTERN_SHARED(T, name)                                   \
+  extern __shared__ __align__(16) unsigned char cvk_dynamic_smem_[]; \
+  T* name = reinterpret_cast<T*>(cvk_dynamic_smem_)
+#endif
+
+namespace cvk {
+
+typedef long long i64;  // element offsets: tensors may pass 2^31 elements
+
+constexpr unsigned FULL_MASK = 0xffffffffu;
+
+template <class T>
+struct acc_type {
+  typedef float type;  // fp16/bf16/fp32 accumulate in fp32
+};
+template <>
+struct acc_type<double> {
+  typedef double type;
+};
+
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+
+__device__ __forceinline__ i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
+
+struct SumOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+struct MaxOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// Butterfly reduction: every lane ends with the result.
+template <class Op>
+__device__ __forceinline__ float warp_allreduce(float v, Op op) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = op(v, __shfl_xor_sync(FULL_MASK, v, offset));
+  return v;
+}
+
+// Every thread of the block ends with the result. `scratch` holds >= 32 floats of shared
+// memory; the trailing barrier lets the caller reuse it at once. blockDim.x % 32 == 0.
+template <class Op>
+__device__ __forceinline__ float block_allreduce(float v, Op op, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  v = warp_allreduce(v, op);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float r = scratch[0];
+  for (int w = 1; w < nwarps; ++w) r = op(r, scratch[w]);
+  __syncthreads();
+  return r;
+}
+
+}  // namespace cvk

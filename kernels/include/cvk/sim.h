@@ -1,0 +1,353 @@
+// cvk/sim.h: a CPU simulator of the CUDA execution model, for running kernels without a GPU.
+//
+// Model. A launch of grid G and block B starts prod(B) host threads, one per CUDA thread.
+// They run the blocks of G one after another: every host thread plays the same threadIdx in
+// each block, and a barrier over all of them separates consecutive blocks. Within a block:
+//   - __syncthreads() is a barrier over the block's threads that have not returned;
+//   - warp intrinsics (shuffles, votes, __syncwarp) meet at a per-warp barrier and exchange
+//     values through per-warp slots;
+//   - static __shared__ variables are function-local statics (one copy, reused by each block in
+//     turn), and dynamic shared memory is one heap buffer of exactly the launch's size;
+//   - atomics are std::atomic_ref with relaxed order, as CUDA's atomics are.
+// All synchronisation is mutex + condition variable, so ThreadSanitizer sees exactly the
+// happens-before edges a CUDA program has: a missing __syncthreads is reported as a data race,
+// and with AddressSanitizer an out-of-bounds store is reported as a buffer overflow.
+//
+// What it does not model fails to compile (no declaration) or aborts with a message: partial-warp
+// shuffles and votes, cooperative groups, inline PTX, texture and surface objects.
+#pragma once
+#ifndef CVK_SIM
+#error "cvk/sim.h is the CPU simulator; include cvk/common.cuh instead"
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+// ---- keywords -------------------------------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+#define __shared__ static
+#define __constant__ static const
+#define CVK_EXTERN_SHARED(T, name) T* name = reinterpret_cast<T*>(::cvk::sim::dynamic_smem())
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+using uint3 = dim3;
+
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
+struct cudaDeviceProp;  // declared only: host code must not query a device under the simulator
+
+inline thread_local dim3 threadIdx;
+inline thread_local dim3 blockIdx;
+inline thread_local dim3 blockDim;
+inline thread_local dim3 gridDim;
+constexpr int warpSize = 32;
+
+namespace cvk::sim {
+
+[[noreturn]] inline void fatal(const char* what) {
+  std::fprintf(stderr, "cvk sim: %s\n", what);
+  std::abort();
+}
+
+// A barrier whose participant count shrinks as threads return from the kernel, the way exited
+// CUDA threads stop counting towards __syncthreads.
+class Barrier {
+ public:
+  void reset(int n) {
+    std::lock_guard<std::mutex> g(m_);
+    expected_ = n;
+    arrived_ = 0;
+  }
+  void wait() {
+    std::unique_lock<std::mutex> lk(m_);
+    const unsigned long gen = gen_;
+    if (++arrived_ == expected_) {
+      release_locked();
+    } else {
+      cv_.wait(lk, [&] { return gen_ != gen; });
+    }
+  }
+  void retire() {
+    std::lock_guard<std::mutex> g(m_);
+    --expected_;
+    if (arrived_ > 0 && arrived_ == expected_) release_locked();
+  }
+
+ private:
+  void release_locked() {
+    arrived_ = 0;
+    ++gen_;
+    cv_.notify_all();
+  }
+  std::mutex m_;
+  std::condition_variable cv_;
+  int expected_ = 0, arrived_ = 0;
+  unsigned long gen_ = 0;
+};
+
+struct Warp {
+  Barrier bar;
+  unsigned alive_mask = 0;  // lanes still running the kernel, changed under the warp's lock
+  std::mutex m;
+  unsigned long long slot[32] = {};
+  int pred[32] = {};
+};
+
+struct Block {
+  Barrier bar;
+  std::vector<std::unique_ptr<Warp>> warps;
+  unsigned char* dyn_smem = nullptr;
+};
+
+struct ThreadState {
+  Block* block = nullptr;
+  Warp* warp = nullptr;
+  int lane = 0;
+};
+inline thread_local ThreadState tls;
+
+inline void* dynamic_smem() {
+  if (!tls.block || !tls.block->dyn_smem) fatal("dynamic shared memory used but 0 bytes launched");
+  return tls.block->dyn_smem;
+}
+
+inline void check_full_mask(unsigned mask) {
+  std::lock_guard<std::mutex> g(tls.warp->m);
+  if ((mask & tls.warp->alive_mask) != tls.warp->alive_mask)
+    fatal("warp intrinsic with a mask that leaves out running lanes is not modelled");
+}
+
+template <class T>
+T warp_exchange(unsigned mask, T v, int src_lane) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of >8-byte type");
+  check_full_mask(mask);
+  Warp& w = *tls.warp;
+  unsigned long long bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  w.slot[tls.lane] = bits;
+  w.bar.wait();
+  unsigned long long got = w.slot[src_lane];
+  w.bar.wait();  // nobody overwrites a slot before every lane has read
+  T out;
+  std::memcpy(&out, &got, sizeof(T));
+  return out;
+}
+
+inline unsigned warp_vote(unsigned mask, int pred) {
+  check_full_mask(mask);
+  Warp& w = *tls.warp;
+  w.pred[tls.lane] = pred != 0;
+  w.bar.wait();
+  unsigned alive;
+  {
+    std::lock_guard<std::mutex> g(w.m);
+    alive = w.alive_mask;
+  }
+  unsigned ballot = 0;
+  for (int l = 0; l < 32; ++l)
+    if (((alive >> l) & 1u) && w.pred[l]) ballot |= 1u << l;
+  w.bar.wait();
+  return ballot & mask;
+}
+
+inline int lane_in_width(int width) { return tls.lane & ~(width - 1); }
+
+// Launch configuration errors are reported like cudaErrorInvalidConfiguration.
+struct LaunchError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+inline std::mutex& launch_mutex() {
+  static std::mutex m;  // static __shared__ storage is per kernel, so launches are serialised
+  return m;
+}
+
+// Run `body()` as the kernel of a launch <<<grid, block, smem_bytes>>>.
+inline void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body) {
+  const unsigned long long nthreads = 1ull * block.x * block.y * block.z;
+  const unsigned long long nblocks = 1ull * grid.x * grid.y * grid.z;
+  if (nthreads == 0 || nthreads > 1024 || block.z > 64)
+    throw LaunchError("invalid block dimensions (1..1024 threads, z <= 64)");
+  if (grid.y > 65535 || grid.z > 65535 || nblocks == 0)
+    throw LaunchError("invalid grid dimensions");
+  if (smem_bytes > 227 * 1024) throw LaunchError("dynamic shared memory above 227 KiB");
+
+  std::lock_guard<std::mutex> serial(launch_mutex());
+  Block blk;
+  const int nwarps = static_cast<int>((nthreads + 31) / 32);
+  for (int w = 0; w < nwarps; ++w) blk.warps.emplace_back(new Warp);
+  std::unique_ptr<unsigned char[]> smem(smem_bytes ? new unsigned char[smem_bytes] : nullptr);
+  blk.dyn_smem = smem.get();
+
+  auto reset_block = [&] {
+    blk.bar.reset(static_cast<int>(nthreads));
+    for (int w = 0; w < nwarps; ++w) {
+      int lanes = static_cast<int>(std::min<unsigned long long>(32, nthreads - 32ull * w));
+      blk.warps[w]->bar.reset(lanes);
+      blk.warps[w]->alive_mask = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
+    }
+  };
+  Barrier between;  // separates consecutive blocks; never shrinks
+  between.reset(static_cast<int>(nthreads));
+  std::mutex err_m;
+  std::exception_ptr err;
+
+  auto worker = [&](unsigned tid) {
+    threadIdx = dim3(tid % block.x, (tid / block.x) % block.y, tid / (block.x * block.y));
+    blockDim = block;
+    gridDim = grid;
+    tls.block = &blk;
+    tls.warp = blk.warps[tid / 32].get();
+    tls.lane = static_cast<int>(tid % 32);
+    for (unsigned long long b = 0; b < nblocks; ++b) {
+      if (tid == 0) reset_block();
+      between.wait();
+      blockIdx = dim3(static_cast<unsigned>(b % grid.x),
+                      static_cast<unsigned>((b / grid.x) % grid.y),
+                      static_cast<unsigned>(b / (1ull * grid.x * grid.y)));
+      try {
+        body();
+      } catch (...) {
+        std::lock_guard<std::mutex> g(err_m);
+        if (!err) err = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> g(tls.warp->m);
+        tls.warp->alive_mask &= ~(1u << tls.lane);
+      }
+      tls.warp->bar.retire();
+      blk.bar.retire();
+      between.wait();
+    }
+    tls = ThreadState{};
+  };
+
+  std::vector<std::thread> threads;
+  threads.reserve(nthreads);
+  for (unsigned t = 0; t < nthreads; ++t) threads.emplace_back(worker, t);
+  for (auto& t : threads) t.join();
+  if (err) std::rethrow_exception(err);
+}
+
+}  // namespace cvk::sim
+
+// ---- synchronisation and warp intrinsics ------------------------------------------------------
+inline void __syncthreads() { ::cvk::sim::tls.block->bar.wait(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  ::cvk::sim::check_full_mask(mask);
+  ::cvk::sim::tls.warp->bar.wait();
+}
+template <class T>
+T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+  return ::cvk::sim::warp_exchange(mask, v, ::cvk::sim::lane_in_width(width) + (src & (width - 1)));
+}
+template <class T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  int lane = ::cvk::sim::tls.lane, src = lane ^ lane_mask;
+  if (src >= ::cvk::sim::lane_in_width(width) + width) src = lane;
+  return ::cvk::sim::warp_exchange(mask, v, src);
+}
+template <class T>
+T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  int lane = ::cvk::sim::tls.lane, src = lane + static_cast<int>(delta);
+  if (src >= ::cvk::sim::lane_in_width(width) + width) src = lane;
+  return ::cvk::sim::warp_exchange(mask, v, src);
+}
+template <class T>
+T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  int lane = ::cvk::sim::tls.lane, src = lane - static_cast<int>(delta);
+  if (src < ::cvk::sim::lane_in_width(width)) src = lane;
+  return ::cvk::sim::warp_exchange(mask, v, src);
+}
+inline unsigned __ballot_sync(unsigned mask, int pred) { return ::cvk::sim::warp_vote(mask, pred); }
+inline int __any_sync(unsigned mask, int pred) { return ::cvk::sim::warp_vote(mask, pred) != 0; }
+inline int __all_sync(unsigned mask, int pred) { return ::cvk::sim::warp_vote(mask, !pred) == 0; }
+
+// ---- atomics (relaxed, as on the GPU) --------------------------------------------------------
+template <class T>
+inline T __cvk_atomic_add(T* p, T v) {
+  return std::atomic_ref<T>(*p).fetch_add(v, std::memory_order_relaxed);
+}
+inline float atomicAdd(float* p, float v) { return __cvk_atomic_add(p, v); }
+inline double atomicAdd(double* p, double v) { return __cvk_atomic_add(p, v); }
+inline int atomicAdd(int* p, int v) { return __cvk_atomic_add(p, v); }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return __cvk_atomic_add(p, v); }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  return __cvk_atomic_add(p, v);
+}
+template <class T, class F>
+inline T __cvk_atomic_update(T* p, F f) {
+  std::atomic_ref<T> a(*p);
+  T old = a.load(std::memory_order_relaxed);
+  while (!a.compare_exchange_weak(old, f(old), std::memory_order_relaxed)) {
+  }
+  return old;
+}
+template <class T>
+inline T __cvk_max(T a, T b) { return a < b ? b : a; }
+template <class T>
+inline T __cvk_min(T a, T b) { return b < a ? b : a; }
+inline int atomicMax(int* p, int v) { return __cvk_atomic_update(p, [v](int o) { return __cvk_max(o, v); }); }
+inline unsigned atomicMax(unsigned* p, unsigned v) { return __cvk_atomic_update(p, [v](unsigned o) { return __cvk_max(o, v); }); }
+inline float atomicMax(float* p, float v) { return __cvk_atomic_update(p, [v](float o) { return std::fmax(o, v); }); }
+inline int atomicMin(int* p, int v) { return __cvk_atomic_update(p, [v](int o) { return __cvk_min(o, v); }); }
+inline unsigned atomicMin(unsigned* p, unsigned v) { return __cvk_atomic_update(p, [v](unsigned o) { return __cvk_min(o, v); }); }
+inline float atomicMin(float* p, float v) { return __cvk_atomic_update(p, [v](float o) { return std::fmin(o, v); }); }
+template <class T>
+inline T __cvk_atomic_cas(T* p, T compare, T val) {
+  std::atomic_ref<T>(*p).compare_exchange_strong(compare, val, std::memory_order_relaxed);
+  return compare;  // holds the old value either way
+}
+inline int atomicCAS(int* p, int c, int v) { return __cvk_atomic_cas(p, c, v); }
+inline unsigned atomicCAS(unsigned* p, unsigned c, unsigned v) { return __cvk_atomic_cas(p, c, v); }
+inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long c, unsigned long long v) {
+  return __cvk_atomic_cas(p, c, v);
+}
+inline float atomicCAS(float* p, float c, float v) { return __cvk_atomic_cas(p, c, v); }
+inline int atomicExch(int* p, int v) { return std::atomic_ref<int>(*p).exchange(v, std::memory_order_relaxed); }
+inline float atomicExch(float* p, float v) { return std::atomic_ref<float>(*p).exchange(v, std::memory_order_relaxed); }
+
+// ---- loads and math intrinsics ---------------------------------------------------------------
+template <class T>
+inline T __ldg(const T* p) { return *p; }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __fsqrt_rn(float x) { return std::sqrt(x); }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+inline float __saturatef(float x) { return x < 0.f ? 0.f : (x > 1.f ? 1.f : x); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline int __float_as_int(float x) { int i; std::memcpy(&i, &x, 4); return i; }
+inline float __int_as_float(int i) { float x; std::memcpy(&x, &i, 4); return x; }
+using std::isnan;
+using std::isinf;

@@ -1,0 +1,95 @@
+// matmul: C[b] = op(A[b]) @ op(B[b]) (+ bias), fp32; op(X) is X or X^T (TRANS_A, TRANS_B).
+//
+// Tensors (all fp32, row-major, contiguous within a batch item):
+//   A      [batch, M, K], or [batch, K, M] when TRANS_A; batch item b at A + b*stride_a
+//          (stride_a = 0 broadcasts one matrix over the batch)
+//   B      [batch, K, N], or [batch, N, K] when TRANS_B; likewise stride_b
+//   bias   [N] when HAS_BIAS (linear: x @ W^T + b is TRANS_B with HAS_BIAS), else unused
+//   C      [batch, M, N], written, contiguous
+// Work split: one block per BM x BN tile of C (blockIdx.x over N, .y over M, .z strides over the
+// batch). Each of the (BM/TM)*(BN/TN) threads owns a TM x TN sub-tile, strided across the tile so
+// that shared-memory reads are conflict-free and stores coalesce. K advances in BK slices staged
+// through shared memory (A stored k-major, padded by 4 to spread the transposing stores over
+// banks). Out-of-range rows, columns and k are zero-filled on load and masked on store, so any
+// M, N, K >= 1 works.
+// Numerics: fp32 accumulate with fmaf in k order within a slice; deterministic (no atomics).
+//   Small-integer inputs give exact results.
+// Napkin math (4096^3): 2*4096^3 = 137 GFLOP; at the H200's ~60 TFLOP/s fp32 peak the floor is
+//   2.3 ms (cuBLAS measured 46.6 TFLOP/s = 2.95 ms). Traffic with 128x128 tiles: each of A and B
+//   is read N/128 resp. M/128 times = 2 * 32 * 64 MiB = 4 GiB, mostly from L2.
+// Ladder: v1 one thread per output with 16x16 shared tiles (not kept); v2 (this) register
+//   blocking, 8x8 per thread. Unmeasured on a GPU so far: see bench/results/.
+#pragma once
+#include "cvk/common.cuh"
+
+template <int BM, int BN, int BK, int TM, int TN, bool TRANS_A, bool TRANS_B, bool HAS_BIAS>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN))
+matmul_forward_kernel(const float* __restrict__ A, const float* __restrict__ B,
+                      const float* __restrict__ bias, float* __restrict__ C, long long batch,
+                      long long M, long long N, long long K, long long stride_a,
+                      long long stride_b) {
+  using cvk::i64;
+  constexpr int RT = BM / TM, CT = BN / TN, NT = RT * CT;  // thread rows, thread columns
+  constexpr int PAD = 4;
+  static_assert((BM * BK) % NT == 0 && (BN * BK) % NT == 0, "tile loads must split evenly");
+  __shared__ float As[BK][BM + PAD];
+  __shared__ float Bs[BK][BN];
+
+  const int tid = threadIdx.x, tx = tid % CT, ty = tid / CT;
+  const i64 m0 = static_cast<i64>(blockIdx.y) * BM, n0 = static_cast<i64>(blockIdx.x) * BN;
+
+  for (i64 b = blockIdx.z; b < batch; b += gridDim.z) {
+    const float* Ab = A + b * stride_a;
+    const float* Bb = B + b * stride_b;
+    float* Cb = C + b * M * N;
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+
+    for (i64 k0 = 0; k0 < K; k0 += BK) {
+#pragma unroll
+      for (int i = tid; i < BM * BK; i += NT) {  // consecutive threads read consecutive memory
+        const int mm = TRANS_A ? i % BM : i / BK, kk = TRANS_A ? i / BM : i % BK;
+        const i64 m = m0 + mm, k = k0 + kk;
+        float v = 0.f;
+        if (m < M && k < K) v = TRANS_A ? Ab[k * M + m] : Ab[m * K + k];
+        As[kk][mm] = v;
+      }
+#pragma unroll
+      for (int i = tid; i < BN * BK; i += NT) {
+        const int nn = TRANS_B ? i / BK : i % BN, kk = TRANS_B ? i % BK : i / BN;
+        const i64 n = n0 + nn, k = k0 + kk;
+        float v = 0.f;
+        if (n < N && k < K) v = TRANS_B ? Bb[n * K + k] : Bb[k * N + n];
+        Bs[kk][nn] = v;
+      }
+      __syncthreads();
+#pragma unroll
+      for (int kk = 0; kk < BK; ++kk) {
+        float a[TM], bv[TN];
+#pragma unroll
+        for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + i * RT];
+#pragma unroll
+        for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tx + j * CT];
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+          for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+      }
+      __syncthreads();  // the next slice overwrites As/Bs
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+      const i64 m = m0 + ty + i * RT;
+      if (m >= M) continue;
+#pragma unroll
+      for (int j = 0; j < TN; ++j) {
+        const i64 n = n0 + tx + j * CT;
+        if (n < N) Cb[m * N + n] = HAS_BIAS ? acc[i][j] + bias[n] : acc[i][j];
+      }
+    }
+  }
+}

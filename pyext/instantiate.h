@@ -1,0 +1,35 @@
+// instantiate.h: every kernel instantiation the plans can name, registered by name. Included
+// once by kernels_cuda.cu (nvcc) and once by kernels_sim.cpp (g++ -DCVK_SIM).
+#pragma once
+#include "registry.h"
+
+#include "matmul.cuh"
+#include "softmax.cuh"
+#include "testing/sanitizer_controls.cuh"
+
+#define CVK_MATMUL_TILE(BM, BN, BK, TM, TN)                                               \
+  CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, false, false, false>)           \
+  CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, false, false, true>)            \
+  CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, false, true, false>)            \
+  CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, false, true, true>)             \
+  CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, true, false, false>)            \
+  CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, true, false, true>)             \
+  CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, true, true, false>)             \
+  CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, true, true, true>)
+CVK_MATMUL_TILE(128, 128, 8, 8, 8)
+CVK_MATMUL_TILE(64, 64, 8, 4, 4)
+
+#define CVK_SOFTMAX(DIR, LOG)                               \
+  CVK_REGISTER(softmax_##DIR##_kernel<LOG, false, 1>)       \
+  CVK_REGISTER(softmax_##DIR##_kernel<LOG, false, 4>)       \
+  CVK_REGISTER(softmax_##DIR##_kernel<LOG, true, 1>)        \
+  CVK_REGISTER(softmax_##DIR##_kernel<LOG, true, 4>)
+CVK_SOFTMAX(forward, false)
+CVK_SOFTMAX(forward, true)
+CVK_SOFTMAX(backward, false)
+CVK_SOFTMAX(backward, true)
+
+CVK_REGISTER(reverse_kernel)
+CVK_REGISTER(reverse_racy_kernel)
+CVK_REGISTER(copy_kernel)
+CVK_REGISTER(copy_oob_kernel)

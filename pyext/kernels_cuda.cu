@@ -1,0 +1,2 @@
+// The kernels, compiled by nvcc for the GPU.
+#include "instantiate.h"

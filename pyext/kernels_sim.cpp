@@ -1,0 +1,2 @@
+// The same kernels, compiled by g++ for the CPU simulator (-DCVK_SIM).
+#include "instantiate.h"

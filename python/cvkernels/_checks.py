@@ -1,0 +1,54 @@
+"""Argument validation shared by the functional API and the references.
+
+Every error names the function and the argument, e.g.
+``ValueError: roi_align: boxes must have shape [K, 5], got (3, 4)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_float(fn: str, name: str, x, dtypes=FLOAT_DTYPES) -> None:
+    """Raise TypeError unless ``x`` has one of the floating ``dtypes``."""
+    dt = np.dtype(x.dtype)
+    if dt not in dtypes:
+        allowed = ", ".join(str(d) for d in dtypes)
+        raise TypeError(f"{fn}: {name} must have dtype in ({allowed}), got {dt}")
+
+
+def check_ndim(fn: str, name: str, x, ndims) -> None:
+    """Raise ValueError unless ``x.ndim`` is ``ndims`` (an int or a collection of ints)."""
+    allowed = (ndims,) if isinstance(ndims, int) else tuple(ndims)
+    if x.ndim not in allowed:
+        want = " or ".join(f"{d}-D" for d in allowed)
+        raise ValueError(f"{fn}: {name} must be {want}, got shape {tuple(x.shape)}")
+
+
+def check_same_dtype(fn: str, **arrays) -> None:
+    """Raise TypeError unless all given arrays share a dtype (None entries are skipped)."""
+    items = [(k, np.dtype(v.dtype)) for k, v in arrays.items() if v is not None]
+    if len({d for _, d in items}) > 1:
+        desc = ", ".join(f"{k}={d}" for k, d in items)
+        raise TypeError(f"{fn}: arguments must share one dtype, got {desc}")
+
+
+def check_dim(fn: str, name: str, dim: int, ndim: int) -> int:
+    """Normalise a possibly negative ``dim`` against ``ndim``; raise IndexError when out of range."""
+    lo, hi = (-ndim, ndim - 1) if ndim > 0 else (-1, 0)
+    if not isinstance(dim, (int, np.integer)) or not lo <= dim <= hi:
+        raise IndexError(f"{fn}: {name}={dim} is out of range for a tensor of {ndim} dims "
+                         f"(expected to be in range of [{lo}, {hi}])")
+    return int(dim) % max(ndim, 1)
+
+
+def pair(fn: str, name: str, v) -> tuple[int, int]:
+    """Turn an int or a length-2 sequence into a pair of ints, naming ``name`` on error."""
+    if isinstance(v, (int, np.integer)):
+        return int(v), int(v)
+    try:
+        a, b = v
+        return int(a), int(b)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {v!r}") from None

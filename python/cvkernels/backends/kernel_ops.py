@@ -1,0 +1,1 @@
+"""Kernel-backed implementations of ops, registered with the sim, cuda and rawkernel backends."""

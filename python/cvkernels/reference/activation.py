@@ -1,0 +1,273 @@
+"""Elementwise activations and dropout: NumPy references, forward and backward.
+
+Signatures follow ``torch.nn.functional``. Arithmetic runs in float32 for float16/float32 inputs
+and in float64 for float64 inputs; the result is cast back to the input dtype.
+Each ``<op>_backward`` returns a 1-tuple ``(grad_input,)``.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from .._checks import check_float
+
+__all__ = [
+    "relu_forward", "relu_backward", "relu",
+    "leaky_relu_forward", "leaky_relu_backward", "leaky_relu",
+    "elu_forward", "elu_backward", "elu",
+    "gelu_forward", "gelu_backward", "gelu",
+    "sigmoid_forward", "sigmoid_backward", "sigmoid",
+    "tanh_forward", "tanh_backward", "tanh",
+    "dropout_forward", "dropout_backward", "dropout",
+]
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
+def _erfc(x):
+    return math.erfc(x)
+
+
+def _as_float(fn: str, name: str, x) -> np.ndarray:
+    x = np.asarray(x)
+    check_float(fn, name, x)
+    return x
+
+
+def _acc(x: np.ndarray) -> np.ndarray:
+    """Upcast float16 to float32 for the arithmetic; float32/float64 stay as they are."""
+    return x.astype(np.float32) if x.dtype == np.float16 else x
+
+
+def _grad_pair(fn: str, grad_out, x, xname: str = "input"):
+    g = _as_float(fn, "grad_out", grad_out)
+    x = _as_float(fn, xname, x)
+    if g.shape != x.shape:
+        raise ValueError(f"{fn}: grad_out must have the shape of {xname} {x.shape}, got {g.shape}")
+    return g, x
+
+
+def _finish(out, like: np.ndarray, inplace: bool) -> np.ndarray:
+    if inplace:
+        like[...] = out
+        return like
+    return np.asarray(out, dtype=like.dtype)
+
+
+# ----------------------------------------------------------------------------------------- relu
+def relu_forward(input, inplace=False):
+    """relu(x) = max(x, 0). Same dtype and shape as ``input`` (written into it when ``inplace``)."""
+    x = _as_float("relu", "input", input)
+    return _finish(np.maximum(x, np.zeros((), x.dtype)), x, inplace)  # NaN propagates
+
+
+def relu_backward(grad_out, input, inplace=False):
+    """``relu_backward(grad_out, input, inplace=False) -> (grad_input,)``.
+
+    grad_input = grad_out where input > 0, else 0 (torch's choice at 0 as well).
+    """
+    g, x = _grad_pair("relu_backward", grad_out, input)
+    return (np.where(x > 0, g, np.zeros((), g.dtype)).astype(g.dtype),)
+
+
+relu = relu_forward
+
+
+# ----------------------------------------------------------------------------------- leaky_relu
+def leaky_relu_forward(input, negative_slope=0.01, inplace=False):
+    """leaky_relu(x) = x if x > 0 else negative_slope * x."""
+    x = _as_float("leaky_relu", "input", input)
+    a = _acc(x)
+    return _finish(np.where(a > 0, a, a * a.dtype.type(negative_slope)), x, inplace)
+
+
+def leaky_relu_backward(grad_out, input, negative_slope=0.01, inplace=False):
+    """``leaky_relu_backward(grad_out, input, negative_slope=0.01, inplace=False) -> (grad_input,)``.
+
+    grad_input = grad_out if input > 0 else negative_slope * grad_out (slope at 0, as torch).
+    """
+    g, x = _grad_pair("leaky_relu_backward", grad_out, input)
+    ga = _acc(g)
+    return (np.where(x > 0, ga, ga * ga.dtype.type(negative_slope)).astype(g.dtype),)
+
+
+leaky_relu = leaky_relu_forward
+
+
+# ------------------------------------------------------------------------------------------ elu
+def elu_forward(input, alpha=1.0, inplace=False):
+    """elu(x) = x if x > 0 else alpha * (exp(x) - 1)."""
+    x = _as_float("elu", "input", input)
+    a = _acc(x)
+    neg = a.dtype.type(alpha) * np.expm1(np.minimum(a, 0))
+    return _finish(np.where(a > 0, a, neg), x, inplace)
+
+
+def elu_backward(grad_out, input, alpha=1.0, inplace=False):
+    """``elu_backward(grad_out, input, alpha=1.0, inplace=False) -> (grad_input,)``.
+
+    grad_input = grad_out if input > 0 else grad_out * alpha * exp(input) (alpha at 0, as torch).
+    """
+    g, x = _grad_pair("elu_backward", grad_out, input)
+    ga, a = _acc(g), _acc(x).astype(_acc(g).dtype, copy=False)
+    neg = ga * ga.dtype.type(alpha) * np.exp(np.minimum(a, 0))
+    return (np.where(a > 0, ga, neg).astype(g.dtype),)
+
+
+elu = elu_forward
+
+
+# ----------------------------------------------------------------------------------------- gelu
+def _check_approx(fn: str, approximate: str) -> None:
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"{fn}: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def gelu_forward(input, approximate="none"):
+    """gelu(x) = x * Phi(x) (``approximate='none'``, Phi via erfc) or the tanh approximation
+    0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) (``approximate='tanh'``)."""
+    _check_approx("gelu", approximate)
+    x = _as_float("gelu", "input", input)
+    a = _acc(x)
+    t = a.dtype.type
+    if approximate == "none":
+        out = t(0.5) * a * _erfc(-a * t(_INV_SQRT_2))   # erfc: no cancellation for x < 0
+    else:
+        inner = t(_SQRT_2_OVER_PI) * (a + t(0.044715) * a * a * a)
+        out = t(0.5) * a * (t(1) + np.tanh(inner))
+    return np.asarray(out, dtype=x.dtype)
+
+
+def gelu_backward(grad_out, input, approximate="none"):
+    """``gelu_backward(grad_out, input, approximate='none') -> (grad_input,)``.
+
+    'none': grad_out * (Phi(x) + x * phi(x)); 'tanh': derivative of the tanh formula.
+    """
+    _check_approx("gelu_backward", approximate)
+    g, x = _grad_pair("gelu_backward", grad_out, input)
+    ga = _acc(g)
+    a = _acc(x).astype(ga.dtype, copy=False)
+    t = a.dtype.type
+    if approximate == "none":
+        cdf = t(0.5) * _erfc(-a * t(_INV_SQRT_2))
+        pdf = t(_INV_SQRT_2PI) * np.exp(t(-0.5) * a * a)
+        d = cdf + a * pdf
+    else:
+        inner = t(_SQRT_2_OVER_PI) * (a + t(0.044715) * a * a * a)
+        th = np.tanh(inner)
+        dinner = t(_SQRT_2_OVER_PI) * (t(1) + t(3 * 0.044715) * a * a)
+        d = t(0.5) * (t(1) + th) + t(0.5) * a * (t(1) - th * th) * dinner
+    return ((ga * d).astype(g.dtype),)
+
+
+gelu = gelu_forward
+
+
+# -------------------------------------------------------------------------------------- sigmoid
+def sigmoid_forward(input):
+    """sigmoid(x) = 1 / (1 + exp(-x)), computed without overflow for large |x|."""
+    x = _as_float("sigmoid", "input", input)
+    a = _acc(x)
+    t = a.dtype.type
+    e = np.exp(-np.abs(a))            # in (0, 1]: never overflows
+    out = np.where(a >= 0, t(1) / (t(1) + e), e / (t(1) + e))
+    return np.asarray(out, dtype=x.dtype)
+
+
+def sigmoid_backward(grad_out, output):
+    """``sigmoid_backward(grad_out, output) -> (grad_input,)``.
+
+    Takes the forward's *output* y (as torch does): grad_input = grad_out * y * (1 - y).
+    """
+    g, y = _grad_pair("sigmoid_backward", grad_out, output, "output")
+    ga = _acc(g)
+    ya = _acc(y).astype(ga.dtype, copy=False)
+    return ((ga * ya * (ga.dtype.type(1) - ya)).astype(g.dtype),)
+
+
+sigmoid = sigmoid_forward
+
+
+# ----------------------------------------------------------------------------------------- tanh
+def tanh_forward(input):
+    """tanh(x), elementwise."""
+    x = _as_float("tanh", "input", input)
+    return np.asarray(np.tanh(_acc(x)), dtype=x.dtype)
+
+
+def tanh_backward(grad_out, output):
+    """``tanh_backward(grad_out, output) -> (grad_input,)``.
+
+    Takes the forward's *output* y (as torch does): grad_input = grad_out * (1 - y^2).
+    """
+    g, y = _grad_pair("tanh_backward", grad_out, output, "output")
+    ga = _acc(g)
+    ya = _acc(y).astype(ga.dtype, copy=False)
+    return ((ga * (ga.dtype.type(1) - ya * ya)).astype(g.dtype),)
+
+
+tanh = tanh_forward
+
+
+# -------------------------------------------------------------------------------------- dropout
+def _check_p(fn: str, p) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{fn}: p must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+def dropout_forward(input, p=0.5, training=True, generator=None, *, return_mask=False):
+    """Inverted dropout: zero each element with probability ``p``, scale survivors by 1/(1-p).
+
+    ``generator`` is an explicit ``np.random.Generator`` and is required when ``training`` and
+    ``p > 0`` (the reference has no hidden global RNG). An element is kept where
+    ``generator.random(input.shape) >= p``. When not training or ``p == 0`` the output is a copy of
+    ``input``; ``p == 1`` gives zeros. With ``return_mask=True`` returns ``(out, mask)``, ``mask``
+    a bool array of ``input``'s shape (True = kept), which is what :func:`dropout_backward` needs.
+    """
+    p = _check_p("dropout", p)
+    x = _as_float("dropout", "input", input)
+    if not training or p == 0.0:
+        out, mask = x.copy(), np.ones(x.shape, dtype=bool)
+    else:
+        if generator is None:
+            raise ValueError("dropout: generator (a numpy np.random.Generator) is required "
+                             "when training with p > 0")
+        if not isinstance(generator, np.random.Generator):
+            raise TypeError(f"dropout: generator must be a np.random.Generator, "
+                            f"got {type(generator).__name__}")
+        mask = generator.random(x.shape) >= p
+        out = _apply_mask(x, mask, p)
+    return (out, mask) if return_mask else out
+
+
+def _apply_mask(x: np.ndarray, mask: np.ndarray, p: float) -> np.ndarray:
+    a = _acc(x)
+    scale = a.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
+    return np.where(mask, a * scale, a.dtype.type(0)).astype(x.dtype)
+
+
+def dropout_backward(grad_out, mask, p=0.5):
+    """``dropout_backward(grad_out, mask, p=0.5) -> (grad_input,)``.
+
+    ``mask`` is the bool keep-mask from ``dropout_forward(..., return_mask=True)``;
+    grad_input = grad_out * mask / (1 - p) (zeros when p == 1).
+    """
+    p = _check_p("dropout_backward", p)
+    g = _as_float("dropout_backward", "grad_out", grad_out)
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"dropout_backward: mask must have dtype bool, got {mask.dtype}")
+    if mask.shape != g.shape:
+        raise ValueError(f"dropout_backward: mask must have the shape of grad_out {g.shape}, "
+                         f"got {mask.shape}")
+    return (_apply_mask(g, mask, p),)
+
+
+dropout = dropout_forward

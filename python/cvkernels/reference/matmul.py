@@ -1,0 +1,108 @@
+"""NumPy references for ``matmul`` (torch.matmul semantics) and ``linear``."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import check_float, check_ndim, check_same_dtype
+
+__all__ = ["matmul", "matmul_forward", "matmul_backward",
+           "linear", "linear_forward", "linear_backward"]
+
+
+def _check_matmul(fn, a, b):
+    check_float(fn, "input", a)
+    check_float(fn, "other", b)
+    check_same_dtype(fn, input=a, other=b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"{fn}: both arguments need at least 1 dimension, got shapes "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    ka = a.shape[-1]
+    kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if ka != kb:
+        raise ValueError(f"{fn}: input and other shapes cannot be multiplied "
+                         f"({tuple(a.shape)} and {tuple(b.shape)}): {ka} != {kb}")
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{fn}: batch dimensions of input {tuple(a.shape)} and other "
+                         f"{tuple(b.shape)} do not broadcast") from None
+
+
+def matmul_forward(input, other):
+    """``input @ other`` with torch.matmul's rules (1-D promotion, broadcast batch dims).
+
+    Accumulates in float64 and returns the inputs' dtype.
+    """
+    _check_matmul("matmul", input, other)
+    out = np.matmul(input.astype(np.float64), other.astype(np.float64))
+    return np.asarray(out, dtype=input.dtype)
+
+
+def _unbroadcast(g, shape):
+    """Sum ``g`` down to ``shape`` (reverse of numpy broadcasting)."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for i, s in enumerate(shape):
+        if s == 1 and g.shape[i] != 1:
+            g = g.sum(axis=i, keepdims=True)
+    return g
+
+
+def matmul_backward(grad_out, input, other):
+    """Gradients of ``matmul_forward(input, other)``.
+
+    Signature: ``matmul_backward(grad_out, input, other) -> (grad_input, grad_other)``.
+    """
+    a, b = input.astype(np.float64), other.astype(np.float64)
+    g = np.asarray(grad_out, dtype=np.float64)
+    a2 = a[None, :] if a.ndim == 1 else a          # promote 1-D as torch does
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = g
+    if a.ndim == 1:
+        g2 = np.expand_dims(g2, -2)
+    if b.ndim == 1:
+        g2 = np.expand_dims(g2, -1)
+    ga = np.matmul(g2, np.swapaxes(b2, -1, -2))
+    gb = np.matmul(np.swapaxes(a2, -1, -2), g2)
+    ga = _unbroadcast(ga, a2.shape).reshape(a.shape)
+    gb = _unbroadcast(gb, b2.shape).reshape(b.shape)
+    return ga.astype(input.dtype), gb.astype(other.dtype)
+
+
+def linear_forward(input, weight, bias=None):
+    """``input @ weight.T + bias``; input ``[..., in]``, weight ``[out, in]``, bias ``[out]``."""
+    fn = "linear"
+    check_float(fn, "input", input)
+    check_float(fn, "weight", weight)
+    check_ndim(fn, "weight", weight, 2)
+    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{fn}: input's last dimension must equal weight.shape[1]="
+                         f"{weight.shape[1]}, got input shape {tuple(input.shape)}")
+    if bias is not None:
+        check_float(fn, "bias", bias)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"{fn}: bias must have shape ({weight.shape[0]},), "
+                             f"got {tuple(bias.shape)}")
+    check_same_dtype(fn, input=input, weight=weight, bias=bias)
+    out = input.astype(np.float64) @ weight.astype(np.float64).T
+    if bias is not None:
+        out = out + bias.astype(np.float64)
+    return np.asarray(out, dtype=input.dtype)
+
+
+def linear_backward(grad_out, input, weight, bias=None):
+    """Gradients of ``linear_forward``.
+
+    Signature: ``linear_backward(grad_out, input, weight, bias=None)
+    -> (grad_input, grad_weight, grad_bias or None)``.
+    """
+    g = np.asarray(grad_out, dtype=np.float64)
+    x = input.astype(np.float64)
+    gx = g @ weight.astype(np.float64)
+    gw = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+    gb = None if bias is None else g.reshape(-1, g.shape[-1]).sum(axis=0).astype(bias.dtype)
+    return gx.astype(input.dtype), gw.astype(weight.dtype), gb
+
+
+matmul = matmul_forward
+linear = linear_forward

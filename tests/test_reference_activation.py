@@ -1,0 +1,210 @@
+"""Activation and dropout references: against torch (optional oracle), finite differences,
+dtype handling, empty and non-contiguous inputs, and argument errors."""
+import numpy as np
+import pytest
+
+from cvkernels.reference import activation as A
+from helpers import assert_close, check_grads
+
+# Rounding-derived tolerances: float64 ops differ from torch by a few ulps (2.2e-16);
+# float32 transcendental implementations (SLEEF vs libm) by a few ulps of 1.2e-7.
+TOL = {np.float64: dict(atol=1e-14, rtol=1e-12), np.float32: dict(atol=1e-7, rtol=1e-6)}
+
+# name -> (reference kwargs, torch callable, backward takes output instead of input)
+OPS = {
+    "relu": ({}, lambda F, x: F.relu(x), False),
+    "leaky_relu": ({"negative_slope": 0.2}, lambda F, x: F.leaky_relu(x, 0.2), False),
+    "elu": ({"alpha": 1.3}, lambda F, x: F.elu(x, 1.3), False),
+    "gelu_none": ({"approximate": "none"}, lambda F, x: F.gelu(x, approximate="none"), False),
+    "gelu_tanh": ({"approximate": "tanh"}, lambda F, x: F.gelu(x, approximate="tanh"), False),
+    "sigmoid": ({}, lambda F, x: F.sigmoid(x), True),
+    "tanh": ({}, lambda F, x: F.tanh(x), True),
+}
+
+
+def _fns(name):
+    base = name.split("_")[0] if name.startswith("gelu") else name
+    return getattr(A, f"{base}_forward"), getattr(A, f"{base}_backward")
+
+
+def _backward(name, g, x, out):
+    kw, _, uses_out = OPS[name]
+    _, bwd = _fns(name)
+    return bwd(g, out if uses_out else x, **kw)
+
+
+def _inputs(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    x.reshape(-1)[:4] = np.array([0.0, -0.0, 25.0, -25.0])[: x.size][:4]  # kinks and saturation
+    return x
+
+
+@pytest.mark.parametrize("name", list(OPS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (3, 31, 33), (2, 0, 5)])
+def test_forward_backward_vs_torch(name, dtype, shape):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    kw, tfn, _ = OPS[name]
+    fwd, _ = _fns(name)
+    x = _inputs(shape, dtype, 0)
+    g = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = tfn(F, xt)
+    yt.backward(torch.tensor(g))
+    out = fwd(x, **kw)
+    assert_close(out, yt, **TOL[dtype], name=f"{name} forward")
+    (gx,) = _backward(name, g, x, out)
+    assert_close(gx, xt.grad, **TOL[dtype], name=f"{name} grad_input")
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_nan_propagates_like_torch(name):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    kw, tfn, _ = OPS[name]
+    x = np.array([np.nan, 1.0, -1.0, np.inf, -np.inf])
+    assert_close(_fns(name)[0](x, **kw), tfn(F, torch.tensor(x)), **TOL[np.float64], name=name)
+
+
+@pytest.mark.parametrize("name", list(OPS))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_backward_finite_differences(name, seed):
+    kw, _, uses_out = OPS[name]
+    fwd, _ = _fns(name)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, 4)) * 2
+    x += np.sign(x) * 0.1                              # keep away from the kink at 0
+    check_grads(lambda a: fwd(a, **kw), lambda g: _backward(name, g, x, fwd(x, **kw)), [x],
+                seed=seed, names=[f"{name} grad_input"])
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_float16_in_float16_out(name):
+    kw, _, _ = OPS[name]
+    fwd, _ = _fns(name)
+    x = _inputs((5, 6), np.float16, 3)
+    out = fwd(x, **kw)
+    # one fp16 rounding of the float32-computed value: half an ulp of 2^-10
+    assert_close(out, fwd(x.astype(np.float64), **kw).astype(np.float16), atol=1e-3, rtol=1e-3,
+                 name=name)
+    (gx,) = _backward(name, np.ones_like(x), x, out)
+    assert gx.dtype == np.float16
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_non_contiguous(name):
+    kw, _, _ = OPS[name]
+    fwd, _ = _fns(name)
+    base = _inputs((6, 10), np.float64, 4)
+    view = base[::2, 1::3].T
+    assert not view.flags.c_contiguous
+    out = fwd(view, **kw)
+    assert_close(out, fwd(np.ascontiguousarray(view), **kw), atol=0, rtol=0, name=name)
+    g = np.ones_like(view)
+    assert_close(_backward(name, g, view, out)[0],
+                 _backward(name, np.ascontiguousarray(g), np.ascontiguousarray(view),
+                           np.ascontiguousarray(out))[0], atol=0, rtol=0, name=name)
+
+
+def test_inplace_writes_into_input():
+    x = np.array([-1.0, 2.0])
+    out = A.relu(x, inplace=True)
+    assert out is x and np.array_equal(x, [0.0, 2.0])
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_bad_dtype_raises(name):
+    kw, _, _ = OPS[name]
+    fwd, _ = _fns(name)
+    fn = name.split("_")[0] if name.startswith("gelu") else name
+    with pytest.raises(TypeError, match=f"{fn}: input"):
+        fwd(np.arange(3), **kw)
+
+
+@pytest.mark.parametrize("name", list(OPS))
+def test_grad_shape_mismatch_raises(name):
+    with pytest.raises(ValueError, match="grad_out"):
+        _backward(name, np.ones(3), np.ones(4), np.ones(4))
+
+
+def test_gelu_bad_approximate():
+    with pytest.raises(ValueError, match="gelu: approximate"):
+        A.gelu(np.ones(2), approximate="fast")
+
+
+# ---------------------------------------------------------------------------------- dropout
+def test_dropout_needs_generator():
+    with pytest.raises(ValueError, match="generator"):
+        A.dropout(np.ones(4), p=0.5)
+    with pytest.raises(TypeError, match="generator"):
+        A.dropout(np.ones(4), p=0.5, generator=np.random.RandomState(0))
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_dropout_bad_p(p):
+    with pytest.raises(ValueError, match="dropout: p"):
+        A.dropout(np.ones(4), p=p, generator=np.random.default_rng(0))
+
+
+def test_dropout_identity_when_not_training_or_p0():
+    x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    assert_close(A.dropout(x, 0.7, training=False), x, atol=0, rtol=0)
+    assert_close(A.dropout(x, 0.0, generator=None), x, atol=0, rtol=0)
+    out, mask = A.dropout(x, 0.7, training=False, return_mask=True)
+    assert mask.all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_dropout_mask_scale_and_determinism(dtype):
+    x = np.random.default_rng(0).standard_normal((40, 50)).astype(dtype)
+    p = 0.3
+    out, mask = A.dropout(x, p, generator=np.random.default_rng(7), return_mask=True)
+    out2 = A.dropout(x, p, generator=np.random.default_rng(7))
+    assert out.dtype == dtype and mask.dtype == bool and mask.shape == x.shape
+    assert_close(out2, out, atol=0, rtol=0, name="same seed, same mask")
+    scale = dtype(1 / (1 - p)) if dtype != np.float16 else np.float32(1 / (1 - p))
+    expect = np.where(mask, x.astype(np.float32 if dtype == np.float16 else dtype) * scale, 0)
+    assert_close(out, expect.astype(dtype), atol=0, rtol=0, name="out = x * mask / (1-p)")
+    # 2000 Bernoulli(0.7) draws: the kept fraction is 0.7 +- 5 sigma (sigma ~ 0.0102)
+    assert abs(mask.mean() - (1 - p)) < 0.052
+    (gx,) = A.dropout_backward(np.ones_like(x), mask, p)
+    assert_close(gx, np.where(mask, scale, 0).astype(dtype), atol=0, rtol=0, name="grad")
+
+
+def test_dropout_p1_gives_zeros():
+    x = np.ones((3, 4))
+    out, mask = A.dropout(x, 1.0, generator=np.random.default_rng(0), return_mask=True)
+    assert_close(out, np.zeros_like(x), atol=0, rtol=0)
+    assert_close(A.dropout_backward(np.ones_like(x), mask, 1.0)[0], np.zeros_like(x), atol=0,
+                 rtol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dropout_backward_finite_differences(seed):
+    x = np.random.default_rng(seed).standard_normal((4, 5))
+    f = lambda a: A.dropout(a, 0.4, generator=np.random.default_rng(seed))  # noqa: E731
+    _, mask = A.dropout(x, 0.4, generator=np.random.default_rng(seed), return_mask=True)
+    check_grads(f, lambda g: A.dropout_backward(g, mask, 0.4), [x], seed=seed)
+
+
+def test_dropout_empty_and_errors():
+    out, mask = A.dropout(np.zeros((0, 3)), 0.5, generator=np.random.default_rng(0),
+                          return_mask=True)
+    assert out.shape == (0, 3) and mask.shape == (0, 3)
+    with pytest.raises(TypeError, match="dropout_backward: mask"):
+        A.dropout_backward(np.ones(3), np.ones(3), 0.5)
+    with pytest.raises(ValueError, match="dropout_backward: mask"):
+        A.dropout_backward(np.ones(3), np.ones(4, bool), 0.5)
+    with pytest.raises(TypeError, match="dropout: input"):
+        A.dropout(np.ones(3, np.int32), 0.5, generator=np.random.default_rng(0))
+
+
+def test_all_names_exported():
+    import cvkernels.reference as R
+    for op in ("relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "dropout"):
+        for suffix in ("", "_forward", "_backward"):
+            assert f"{op}{suffix}" in A.__all__ and hasattr(R, f"{op}{suffix}")
+        assert getattr(A, op) is getattr(A, f"{op}_forward")
+        assert getattr(A, f"{op}_forward").__doc__ and getattr(A, f"{op}_backward").__doc__
