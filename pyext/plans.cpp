@@ -46,8 +46,8 @@ Plan plan_softmax(const char* kernel, long long rows, long long cols, bool log, 
   unsigned threads;
   long long blocks;
   if (block) {
-    // about 4 vector loads per thread per pass, 128..1024 threads
-    long long want = ceil_div(ceil_div(cols, vec), 4);
+    // about 8 vector loads per thread per pass, 128..1024 threads
+    long long want = ceil_div(ceil_div(cols, vec), 8);
     threads = 128;
     while (threads < want && threads < 1024) threads *= 2;
     blocks = rows;

@@ -31,7 +31,9 @@ def assert_close(actual, expected, *, atol: float, rtol: float, name: str = "res
     a64, e64 = a.astype(np.float64), e.astype(np.float64)
     nan_a, nan_e = np.isnan(a64), np.isnan(e64)
     assert np.array_equal(nan_a, nan_e), f"{name}: NaN positions differ"
-    a64, e64 = np.where(nan_a, 0, a64), np.where(nan_e, 0, e64)
+    inf_e = np.isinf(e64)
+    assert np.array_equal(a64[inf_e], e64[inf_e]), f"{name}: infinities differ"
+    a64, e64 = np.where(nan_a | inf_e, 0, a64), np.where(nan_e | inf_e, 0, e64)
     err = np.abs(a64 - e64)
     bound = atol + rtol * np.abs(e64)
     bad = err > bound

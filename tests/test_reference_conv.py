@@ -31,6 +31,13 @@ def _tol(dtype, expected):
     return dict(atol=1e-12 * scale + (2.0**-25 if dt == np.float16 else 0.0), rtol=rtol)
 
 
+def _assert_rounded(actual, ref64, dtype, name):
+    """``actual`` has ``dtype`` and is the float64 reference ``ref64`` rounded once (compared with
+    the unrounded reference: rounding both sides could split a tie by one ulp)."""
+    assert actual.dtype == dtype, f"{name}: dtype {actual.dtype} != {np.dtype(dtype)}"
+    assert_close(actual, ref64, check_dtype=False, **_tol(dtype, ref64), name=name)
+
+
 def _torch_run(fn_name, arrays, kwargs, grad_out=None, args=()):
     """Run torch.nn.functional.<fn_name>(*arrays, *args, **kwargs) in float64 (arrays upcast).
 
@@ -133,17 +140,17 @@ def test_low_precision_is_the_rounded_float64_result(dtype):
     kw = dict(stride=2, padding=1, groups=2)
     out = conv2d(x, w, b, **kw)
     ref = _torch_run("conv2d", [x, w, b], kw)
-    assert_close(out, ref.astype(dtype), **_tol(dtype, ref), name="conv2d out")
+    _assert_rounded(out, ref, dtype, name="conv2d out")
     g = _rand(rng, out.shape, dtype)
     grads = conv2d_backward(g, x, w, b, **kw)
     _, rgrads = _torch_run("conv2d", [x, w, b], kw, g)
     for name, a, r in zip(["grad_input", "grad_weight", "grad_bias"], grads, rgrads):
-        assert_close(a, r.astype(dtype), **_tol(dtype, r), name=name)
+        _assert_rounded(a, r, dtype, name=name)
     xt, wt = _rand(rng, (2, 4, 5, 5), dtype), _rand(rng, (4, 3, 3, 3), dtype)
     kwt = dict(stride=2, output_padding=1)
     out = conv_transpose2d(xt, wt, None, **kwt)
     ref = _torch_run("conv_transpose2d", [xt, wt, None], kwt)
-    assert_close(out, ref.astype(dtype), **_tol(dtype, ref), name="conv_transpose2d out")
+    _assert_rounded(out, ref, dtype, name="conv_transpose2d out")
 
 
 def test_aliases():
@@ -197,7 +204,8 @@ def _int_conv_transpose2d(x, w, stride, padding, output_padding, dilation, group
                             for j in range(kw):
                                 oy, ox = y * sh - ph + i * dh, xx * sw - pw + j * dw
                                 if 0 <= oy < ho and 0 <= ox < wo:
-                                    out[b, grp * c_out_g + o, oy, ox] += x[b, c, y, xx] * w[c, o, i, j]
+                                    out[b, grp * c_out_g + o, oy, ox] += \
+                                        x[b, c, y, xx] * w[c, o, i, j]
     return out
 
 
@@ -294,11 +302,20 @@ def test_non_contiguous_inputs():
     kw = dict(stride=2, padding=1)
     assert_close(conv2d(x, w, b, **kw), conv2d(xc, wc, bc, **kw), atol=0, rtol=0)
     g = rng.integers(-2, 3, conv2d(xc, wc, bc, **kw).shape).astype(np.float64)
-    for a, c in zip(conv2d_backward(g.T.copy().T, x, w, b, **kw), conv2d_backward(g, xc, wc, bc, **kw)):
-        assert_close(a, c, atol=0, rtol=0)
-    wt = w.transpose(1, 0, 2, 3)                                  # (5, 3, 4, 2)
-    assert_close(conv_transpose2d(x, wt, stride=2), conv_transpose2d(xc, np.ascontiguousarray(wt), stride=2),
-                 atol=0, rtol=0)
+    g_nc = np.asfortranarray(g)
+    for name, a, c in zip(["grad_input", "grad_weight", "grad_bias"],
+                          conv2d_backward(g_nc, x, w, b, **kw),
+                          conv2d_backward(g, xc, wc, bc, **kw)):
+        assert_close(a, c, atol=0, rtol=0, name=name)
+    wt = w.transpose(1, 0, 2, 3)                                  # (5, 3, 4, 2), strided
+    wtc = np.ascontiguousarray(wt)
+    assert_close(conv_transpose2d(x, wt, stride=2), conv_transpose2d(xc, wtc, stride=2),
+                 atol=0, rtol=0, name="conv_transpose2d")
+    gt = rng.integers(-2, 3, conv_transpose2d(xc, wtc, stride=2).shape).astype(np.float64)
+    for name, a, c in zip(["grad_input", "grad_weight"],
+                          conv_transpose2d_backward(np.asfortranarray(gt), x, wt, stride=2),
+                          conv_transpose2d_backward(gt, xc, wtc, stride=2)):
+        assert_close(a, c, atol=0, rtol=0, name=name)
 
 
 # ----------------------------------------------------------------------------- bad inputs

@@ -267,6 +267,20 @@ class Tensor:
             return self.data
         return self.data.get() if hasattr(self.data, "get") else np.asarray(self.data)
 
+    def to(self, device: str) -> "Tensor":
+        """Copy to ``'cpu'`` (numpy) or ``'cuda'`` (CuPy); differentiable. Same device: self."""
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"Tensor.to: device must be 'cpu' or 'cuda', got {device!r}")
+        return self if device == self.device else _ToDevice.apply(self, device=device)
+
+    def cpu(self) -> "Tensor":
+        """``to('cpu')``."""
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        """``to('cuda')`` (needs CuPy)."""
+        return self.to("cuda")
+
     def detach(self) -> "Tensor":
         """A new leaf Tensor sharing this data, outside the graph."""
         return Tensor(self.data)
@@ -289,7 +303,8 @@ class Tensor:
         if self.device != "cpu":
             extra.append(f"device='{self.device}'")
         if self._grad_fn is not None:
-            extra.append(f"grad_fn=<{self._grad_fn._fn.__name__}>")
+            name = getattr(self._grad_fn, "op", None) or self._grad_fn._fn.__name__.lstrip("_")
+            extra.append(f"grad_fn=<{name}>")
         elif self.requires_grad:
             extra.append("requires_grad=True")
         return f"tensor({body}, {', '.join(extra)})"
@@ -494,18 +509,20 @@ def _zeros_like_meta(meta, example):
 
 
 def _topological(root: Context) -> list:
-    """Nodes reachable from ``root``, each after all nodes it depends on (iterative DFS)."""
-    order, seen, stack = [], {id(root)}, [(root, False)]
+    """Nodes reachable from ``root`` in post-order: each after every node it depends on."""
+    def parents(node):
+        return iter([i._grad_fn for i in node._inputs if i is not None and i._grad_fn is not None])
+    order, visited, stack = [], {id(root)}, [(root, parents(root))]
     while stack:
-        node, done = stack.pop()
-        if done:
+        node, it = stack[-1]
+        for p in it:
+            if id(p) not in visited:
+                visited.add(id(p))
+                stack.append((p, parents(p)))
+                break
+        else:
+            stack.pop()
             order.append(node)
-            continue
-        stack.append((node, True))
-        for inp in node._inputs:
-            if inp is not None and inp._grad_fn is not None and id(inp._grad_fn) not in seen:
-                seen.add(id(inp._grad_fn))
-                stack.append((inp._grad_fn, False))
     return order
 
 
@@ -690,6 +707,24 @@ class _Cast(Function):
     @staticmethod
     def backward(ctx, g):
         return (g.astype(ctx.src),)
+
+
+def _move(a, device):
+    if device == "cpu":
+        return a.get() if hasattr(a, "get") else np.asarray(a)
+    import cupy
+    return cupy.asarray(a)
+
+
+class _ToDevice(Function):
+    @staticmethod
+    def forward(ctx, a, device):
+        ctx.src = "cuda" if kind_of(a) == "gpu" else "cpu"
+        return _move(a, device)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (_move(g, ctx.src),)
 
 
 class _MatMul(Function):

@@ -87,7 +87,8 @@ def leaky_relu_forward(input, negative_slope=0.01, inplace=False):
 
 
 def leaky_relu_backward(grad_out, input, negative_slope=0.01, inplace=False):
-    """``leaky_relu_backward(grad_out, input, negative_slope=0.01, inplace=False) -> (grad_input,)``.
+    """``leaky_relu_backward(grad_out, input, negative_slope=0.01, inplace=False)
+    -> (grad_input,)``.
 
     grad_input = grad_out if input > 0 else negative_slope * grad_out (slope at 0, as torch).
     """

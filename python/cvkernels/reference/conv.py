@@ -159,7 +159,7 @@ def _windows(xp, k, stride, dilation, out_hw):
 
 
 def _conv_fwd(xp, w, stride, dilation, groups, out_hw):
-    """Grouped correlation of a padded float64 input [N, C_in, Hp, Wp] with w [C_out, C_in/g, kH, kW]."""
+    """Grouped correlation of padded float64 xp [N, C_in, Hp, Wp] with w [C_out, C_in/g, kH, kW]."""
     n, c_in = xp.shape[:2]
     c_out, c_in_g, kh, kw = w.shape
     win = _windows(xp, (kh, kw), stride, dilation, out_hw)
@@ -219,6 +219,17 @@ def _out(a, dtype, unbatched):
     return a[0] if unbatched else a
 
 
+def _check_grad_out(fn, grad_out, shape4, unbatched):
+    """grad_out must be a float array shaped like the forward's output; returns float64 4-D."""
+    check_float(fn, "grad_out", grad_out)
+    want = shape4[1:] if unbatched else shape4
+    if tuple(grad_out.shape) != tuple(want):
+        raise ValueError(f"{fn}: grad_out must have the forward output's shape {tuple(want)}, "
+                         f"got {tuple(grad_out.shape)}")
+    g = _f64(grad_out)
+    return g[None] if unbatched else g
+
+
 # ----------------------------------------------------------------------------- conv2d
 
 def conv2d_forward(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -252,7 +263,7 @@ def conv2d_backward(grad_out, input, weight, bias=None, stride=1, padding=0, dil
     fn = "conv2d_backward"
     x, unbatched, stride, pads, dilation, groups, out_hw = _conv2d_params(
         input, weight, bias, stride, padding, dilation, groups, fn=fn)
-    g = _check_grad_out(fn, grad_out, input.dtype, (x.shape[0], weight.shape[0]) + out_hw,
+    g = _check_grad_out(fn, grad_out, (x.shape[0], weight.shape[0]) + out_hw,
                         unbatched)
     xp = _pad(_f64(x), pads)
     w = _f64(weight)
@@ -261,17 +272,6 @@ def conv2d_backward(grad_out, input, weight, bias=None, stride=1, padding=0, dil
     gb = None if bias is None else g.sum(axis=(0, 2, 3))
     return (_out(gx, input.dtype, unbatched), _out(gw, weight.dtype, False),
             None if gb is None else _out(gb, bias.dtype, False))
-
-
-def _check_grad_out(fn, grad_out, dtype, shape4, unbatched):
-    """grad_out must be a float array shaped like the forward's output; returns it as float64 4-D."""
-    check_float(fn, "grad_out", grad_out)
-    want = shape4[1:] if unbatched else shape4
-    if tuple(grad_out.shape) != tuple(want):
-        raise ValueError(f"{fn}: grad_out must have the forward output's shape {tuple(want)}, "
-                         f"got {tuple(grad_out.shape)}")
-    g = _f64(grad_out)
-    return g[None] if unbatched else g
 
 
 conv2d = conv2d_forward
@@ -315,7 +315,7 @@ def conv_transpose2d_backward(grad_out, input, weight, bias=None, stride=1, padd
     x, unbatched, stride, padding, _, dilation, groups, out_hw = _conv_transpose2d_params(
         input, weight, bias, stride, padding, output_padding, groups, dilation, fn=fn)
     c_out = weight.shape[1] * groups
-    g = _check_grad_out(fn, grad_out, input.dtype, (x.shape[0], c_out) + out_hw, unbatched)
+    g = _check_grad_out(fn, grad_out, (x.shape[0], c_out) + out_hw, unbatched)
     pads = (padding[0], padding[0], padding[1], padding[1])
     gp = _pad(g, pads)
     w = _f64(weight)

@@ -140,7 +140,8 @@ def cross_entropy_forward(input, target, weight=None, ignore_index=-100, reducti
     xl, q, valid, denom, unbatched, prob, dt = _ce_setup(
         "cross_entropy", input, target, weight, ignore_index, reduction, label_smoothing)
     logp = _log_softmax_last(xl)
-    terms = np.where(q == 0, 0, q * logp)           # 0 * -inf counts as 0
+    with np.errstate(invalid="ignore"):
+        terms = np.where(q == 0, 0, q * logp)       # 0 * -inf counts as 0
     loss = -np.sum(terms, axis=-1)
     if reduction == "none":
         return (loss[0] if unbatched else loss).astype(dt)

@@ -99,8 +99,10 @@ def linear_backward(grad_out, input, weight, bias=None):
     g = np.asarray(grad_out, dtype=np.float64)
     x = input.astype(np.float64)
     gx = g @ weight.astype(np.float64)
-    gw = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
-    gb = None if bias is None else g.reshape(-1, g.shape[-1]).sum(axis=0).astype(bias.dtype)
+    rows = int(np.prod(x.shape[:-1]))
+    g2 = g.reshape(rows, g.shape[-1])
+    gw = g2.T @ x.reshape(rows, x.shape[-1])
+    gb = None if bias is None else g2.sum(axis=0).astype(bias.dtype)
     return gx.astype(input.dtype), gw.astype(weight.dtype), gb
 
 

@@ -176,7 +176,7 @@ def max_pool2d_backward(grad_out, input, kernel_size, stride=None, padding=0, di
     g = _check_grad_out(fn, grad_out, input, idx.shape[-2:])
     h, w = input.shape[-2:]
     gx = np.zeros((math.prod(input.shape[:-2]), h * w))
-    idx = idx.reshape(gx.shape[0], -1)
+    idx = idx.reshape(gx.shape[0], idx.shape[-2] * idx.shape[-1])
     plane = np.broadcast_to(np.arange(gx.shape[0])[:, None], idx.shape)
     valid = idx >= 0
     if np.any(idx[valid] >= h * w):

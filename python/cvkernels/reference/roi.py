@@ -80,7 +80,24 @@ def _grad_out(fn: str, grad_out, want) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ roi_align
 @numba.njit(cache=True)
-def _roi_geometry(roi, spatial_scale, ph_n, pw_n, sampling_ratio, aligned):
+def _adaptive_grid(lo, hi, spatial_scale, offset, n_bins, aligned, single):
+    """ceil(roi_size / n_bins), in float32 for float32 input as torchvision's float kernel
+    (e.g. 8 * 0.75 - 0 * 0.75 may be 6 or 6.0000005 and the grid 6 or 7)."""
+    if single:
+        s32 = np.float32(spatial_scale)
+        o32 = np.float32(offset)
+        size32 = (np.float32(hi) * s32 - o32) - (np.float32(lo) * s32 - o32)
+        if not aligned:
+            size32 = max(size32, np.float32(1.0))
+        return int(math.ceil(size32 / np.float32(n_bins)))
+    size = (hi * spatial_scale - offset) - (lo * spatial_scale - offset)
+    if not aligned:
+        size = max(size, 1.0)
+    return int(math.ceil(size / n_bins))
+
+
+@numba.njit(cache=True)
+def _roi_geometry(roi, spatial_scale, ph_n, pw_n, sampling_ratio, aligned, single):
     offset = 0.5 if aligned else 0.0
     start_w = roi[1] * spatial_scale - offset
     start_h = roi[2] * spatial_scale - offset
@@ -91,8 +108,11 @@ def _roi_geometry(roi, spatial_scale, ph_n, pw_n, sampling_ratio, aligned):
         roi_h = max(roi_h, 1.0)
     bin_h = roi_h / ph_n
     bin_w = roi_w / pw_n
-    grid_h = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_h / ph_n))
-    grid_w = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_w / pw_n))
+    if sampling_ratio > 0:
+        grid_h = grid_w = sampling_ratio
+    else:
+        grid_h = _adaptive_grid(roi[2], roi[4], spatial_scale, offset, ph_n, aligned, single)
+        grid_w = _adaptive_grid(roi[1], roi[3], spatial_scale, offset, pw_n, aligned, single)
     return start_h, start_w, bin_h, bin_w, grid_h, grid_w
 
 
@@ -127,7 +147,7 @@ def _bilinear_weights(y, x, height, width):
 
 @numba.njit(cache=True)
 def _roi_align_kernel(inp, rois, spatial_scale, ph_n, pw_n, sampling_ratio, aligned,
-                      grad_out, grad_in, backward):
+                      grad_out, grad_in, backward, single):
     """Forward (backward=False): returns out [K, C, ph, pw]. Backward: scatters grad_out into
     grad_in [N, C, H, W] (same sample points and weights) and returns an empty array."""
     n_rois = rois.shape[0]
@@ -136,7 +156,7 @@ def _roi_align_kernel(inp, rois, spatial_scale, ph_n, pw_n, sampling_ratio, alig
     for n in range(n_rois):
         b = int(rois[n, 0])
         start_h, start_w, bin_h, bin_w, grid_h, grid_w = _roi_geometry(
-            rois[n], spatial_scale, ph_n, pw_n, sampling_ratio, aligned)
+            rois[n], spatial_scale, ph_n, pw_n, sampling_ratio, aligned, single)
         count = max(grid_h * grid_w, 1)
         for ph in range(ph_n):
             for pw in range(pw_n):
@@ -155,7 +175,8 @@ def _roi_align_kernel(inp, rois, spatial_scale, ph_n, pw_n, sampling_ratio, alig
                                 grad_in[b, c, yh, xl] += g * w3
                                 grad_in[b, c, yh, xh] += g * w4
                             else:
-                                out[n, c, ph, pw] += (w1 * inp[b, c, yl, xl] + w2 * inp[b, c, yl, xh]
+                                out[n, c, ph, pw] += (w1 * inp[b, c, yl, xl]
+                                                      + w2 * inp[b, c, yl, xh]
                                                       + w3 * inp[b, c, yh, xl]
                                                       + w4 * inp[b, c, yh, xh])
         if not backward:
@@ -174,6 +195,8 @@ def roi_align_forward(input, boxes, output_size, spatial_scale=1.0, sampling_rat
     centres of a regular sub-grid (grid = sampling_ratio, or ceil(roi_size / output_size) per
     roi when sampling_ratio <= 0). A sample with y < -1, y > H, x < -1 or x > W contributes 0;
     otherwise coordinates below 0 clamp to 0 and those at or beyond H-1 / W-1 clamp to the edge.
+    Sample positions and weights are computed in float64; the adaptive grid size (a discrete
+    choice) in the input's precision, as torchvision's float kernel does.
     """
     fn = "roi_align"
     x = _input(fn, input)
@@ -184,7 +207,7 @@ def roi_align_forward(input, boxes, output_size, spatial_scale=1.0, sampling_rat
     inp = np.ascontiguousarray(x, dtype=np.float64)
     out = _roi_align_kernel(inp, rois, float(spatial_scale), ph, pw, int(sampling_ratio),
                             bool(aligned), np.zeros((0, 0, 0, 0)), np.zeros((0,) + x.shape[1:]),
-                            False)
+                            False, x.dtype != np.float64)
     return out.astype(x.dtype)
 
 
@@ -206,7 +229,8 @@ def roi_align_backward(grad_out, boxes, input_shape, output_size, spatial_scale=
     if g.size and grad_in.size:
         _roi_align_kernel(np.zeros((0, 0, 0, 0)), rois, float(spatial_scale), ph, pw,
                           int(sampling_ratio), bool(aligned),
-                          np.ascontiguousarray(g, dtype=np.float64), grad_in, True)
+                          np.ascontiguousarray(g, dtype=np.float64), grad_in, True,
+                          g.dtype != np.float64)
     return grad_in.astype(g.dtype), None
 
 
@@ -220,27 +244,46 @@ def _round_half_away(v):
 
 
 @numba.njit(cache=True)
-def _roi_pool_kernel(inp, rois, spatial_scale, ph_n, pw_n, neg_init):
+def _scaled_round(v, spatial_scale, single):
+    if single:                             # float32 product, as torchvision's float kernel
+        p32 = np.float32(v) * np.float32(spatial_scale)
+        return int(_round_half_away(float(p32)))
+    return int(_round_half_away(v * spatial_scale))
+
+
+@numba.njit(cache=True)
+def _pool_bounds(p, roi_len, n_bins, single):
+    """[floor(p * len / n), ceil((p + 1) * len / n)) in the input's precision: float32 and
+    float64 disagree for some sizes (e.g. len 29, n 7: the last bin ends at 29 vs 30)."""
+    if single:
+        b32 = np.float32(roi_len) / np.float32(n_bins)
+        return int(math.floor(np.float32(p) * b32)), int(math.ceil(np.float32(p + 1) * b32))
+    b64 = roi_len / n_bins
+    return int(math.floor(p * b64)), int(math.ceil((p + 1) * b64))
+
+
+@numba.njit(cache=True)
+def _roi_pool_kernel(inp, rois, spatial_scale, ph_n, pw_n, neg_init, single):
     n_rois = rois.shape[0]
     channels, height, width = inp.shape[1], inp.shape[2], inp.shape[3]
     out = np.zeros((n_rois, channels, ph_n, pw_n))
     argmax = np.full((n_rois, channels, ph_n, pw_n), -1, dtype=np.int64)
     for n in range(n_rois):
         b = int(rois[n, 0])
-        start_w = int(_round_half_away(rois[n, 1] * spatial_scale))
-        start_h = int(_round_half_away(rois[n, 2] * spatial_scale))
-        end_w = int(_round_half_away(rois[n, 3] * spatial_scale))
-        end_h = int(_round_half_away(rois[n, 4] * spatial_scale))
+        start_w = _scaled_round(rois[n, 1], spatial_scale, single)
+        start_h = _scaled_round(rois[n, 2], spatial_scale, single)
+        end_w = _scaled_round(rois[n, 3], spatial_scale, single)
+        end_h = _scaled_round(rois[n, 4], spatial_scale, single)
         roi_w = max(end_w - start_w + 1, 1)           # malformed rois are forced to 1x1
         roi_h = max(end_h - start_h + 1, 1)
-        bin_h = roi_h / ph_n
-        bin_w = roi_w / pw_n
         for ph in range(ph_n):
-            hstart = min(max(int(math.floor(ph * bin_h)) + start_h, 0), height)
-            hend = min(max(int(math.ceil((ph + 1) * bin_h)) + start_h, 0), height)
+            h0, h1 = _pool_bounds(ph, roi_h, ph_n, single)
+            hstart = min(max(h0 + start_h, 0), height)
+            hend = min(max(h1 + start_h, 0), height)
             for pw in range(pw_n):
-                wstart = min(max(int(math.floor(pw * bin_w)) + start_w, 0), width)
-                wend = min(max(int(math.ceil((pw + 1) * bin_w)) + start_w, 0), width)
+                w0, w1 = _pool_bounds(pw, roi_w, pw_n, single)
+                wstart = min(max(w0 + start_w, 0), width)
+                wend = min(max(w1 + start_w, 0), width)
                 empty = hend <= hstart or wend <= wstart
                 for c in range(channels):
                     best = 0.0 if empty else neg_init
@@ -261,8 +304,9 @@ def roi_pool_forward(input, boxes, output_size, spatial_scale=1.0, *, return_arg
 
     input [N, C, H, W]; boxes [K, 5] or a list of [L_i, 4]; output_size int or (ph, pw).
     Roi corners are scaled and rounded half away from zero; the roi is at least 1x1 pixel
-    (end inclusive). Bin (ph, pw) covers rows floor(ph*h/PH) .. ceil((ph+1)*h/PH) (exclusive)
-    offset by the roi start and clipped to the image; an empty bin gives 0. The max starts at
+    (end inclusive). This integer geometry is computed in float32 for float16/float32 input
+    and float64 for float64 input, as torchvision does (the two can differ by one pixel).
+    Bin (ph, pw) covers rows floor(ph*h/PH) .. ceil((ph+1)*h/PH) (exclusive), offset by the roi start and clipped to the image; an empty bin gives 0. The max starts at
     -FLT_MAX (torchvision's constant), so values below it (and NaN) are never picked.
     Returns [K, C, ph, pw] in input's dtype, or ``(out, argmax)`` with ``return_argmax=True``,
     argmax int64 = h * W + w within the roi's image (-1 where nothing was pooled).
@@ -277,7 +321,8 @@ def roi_pool_forward(input, boxes, output_size, spatial_scale=1.0, *, return_arg
     else:
         out, argmax = _roi_pool_kernel(np.ascontiguousarray(x, dtype=np.float64), rois,
                                        float(spatial_scale), ph, pw,
-                                       -float(np.finfo(np.float32).max))
+                                       -float(np.finfo(np.float32).max),
+                                       x.dtype != np.float64)
         out = out.astype(x.dtype)
     return (out, argmax) if return_argmax else out
 

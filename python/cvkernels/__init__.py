@@ -1,0 +1,24 @@
+"""cvkernels: hand-written CUDA kernels for computer vision, callable from Python.
+
+Quick start::
+
+    import numpy as np, cvkernels as cvk
+    x = np.random.rand(4, 10).astype(np.float32)
+    cvk.functional.softmax(x)                 # numpy in: the NumPy reference ('cpu')
+    with cvk.backend("sim"):
+        cvk.functional.softmax(x)             # the CUDA kernel, run on the CPU simulator
+
+Backends: ``cpu`` (references), ``sim`` (kernels on the CPU simulator), ``cuda`` (pybind11
+extension, GPU arrays), ``rawkernel`` (CuPy RawModule, GPU arrays). See ``available_backends()``.
+"""
+from ._backend import available_backends, backend, set_backend
+from . import reference
+from . import functional
+from . import ops
+from .autograd import Tensor, no_grad
+from . import autograd, nn, optim
+
+__version__ = "0.1.0"
+
+__all__ = ["available_backends", "backend", "set_backend", "reference", "functional", "ops",
+           "Tensor", "no_grad", "autograd", "nn", "optim"]

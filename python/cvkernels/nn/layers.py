@@ -1,0 +1,574 @@
+"""Layers in the style of ``torch.nn``, built on ``cvkernels.functional``.
+
+Constructors take ``generator=`` (a ``np.random.Generator``; default: ``nn.init``'s default
+generator, reseeded by ``manual_seed``) and ``dtype=`` (default float32). Parameters start on
+the host; ``module.to('cuda')`` moves them to the GPU as CuPy arrays.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Tensor, array_module
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Linear", "Conv2d", "ConvTranspose2d", "BatchNorm2d", "LayerNorm", "MaxPool2d",
+           "AvgPool2d", "AdaptiveAvgPool2d", "ReLU", "LeakyReLU", "ELU", "GELU", "Sigmoid",
+           "Tanh", "Softmax", "LogSoftmax", "Dropout", "Flatten", "Identity",
+           "MultiheadAttention", "Sequential", "ModuleList", "CrossEntropyLoss",
+           "MultiMarginLoss"]
+
+
+def _empty(shape, dtype):
+    return Parameter(np.zeros(shape, dtype=dtype))
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class Identity(Module):
+    """Returns its input."""
+
+    def forward(self, input):
+        """Return ``input`` unchanged."""
+        return input
+
+
+class Linear(Module):
+    """``y = x W^T + b``; W ``[out, in]`` ~ kaiming_uniform(a=sqrt(5)) i.e. U(+-1/sqrt(in)),
+    b ~ U(+-1/sqrt(in)), as torch."""
+
+    def __init__(self, in_features, out_features, bias=True, *, generator=None,
+                 dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = _empty((out_features, in_features), dtype)
+        self.bias = _empty((out_features,), dtype) if bias else None
+        if not bias:
+            self.register_parameter("bias", None)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator=None):
+        """Re-draw the weights as torch's ``Linear.reset_parameters``."""
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)
+        if self.bias is not None:
+            fan_in = self.weight.shape[1]
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            init.uniform_(self.bias, -bound, bound, generator=generator)
+
+    def forward(self, input):
+        """Apply the affine map."""
+        return F.linear(input, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class _ConvNd(Module):
+    def _init_params(self, wshape, out_channels, bias, generator, dtype):
+        self.weight = _empty(wshape, dtype)
+        if bias:
+            self.bias = _empty((out_channels,), dtype)
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator=None):
+        """Re-draw the weights as torch's ``_ConvNd.reset_parameters``."""
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)
+        if self.bias is not None:
+            fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight.shape)
+            if fan_in != 0:
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(self.bias, -bound, bound, generator=generator)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}, padding={self.padding}")
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + ("" if self.bias is not None else ", bias=False")
+
+
+class Conv2d(_ConvNd):
+    """2-D convolution layer; weight ``[out, in/groups, kH, kW]``. Only ``padding_mode='zeros'``."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", *, generator=None,
+                 dtype=np.float32):
+        super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError(f"Conv2d: only padding_mode='zeros' is supported, got "
+                             f"{padding_mode!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
+                             f"({out_channels}) must be divisible by groups ({groups})")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.dilation, self.groups = _pair(dilation), groups
+        self._init_params((out_channels, in_channels // groups) + self.kernel_size,
+                          out_channels, bias, generator, dtype)
+
+    def forward(self, input):
+        """Convolve ``input`` ``[N, C_in, H, W]``."""
+        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding,
+                        self.dilation, self.groups)
+
+
+class ConvTranspose2d(_ConvNd):
+    """2-D transposed convolution layer; weight ``[in, out/groups, kH, kW]``."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros", *,
+                 generator=None, dtype=np.float32):
+        super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError(f"ConvTranspose2d: only padding_mode='zeros' is supported, got "
+                             f"{padding_mode!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"ConvTranspose2d: in_channels ({in_channels}) and out_channels "
+                             f"({out_channels}) must be divisible by groups ({groups})")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding, self.output_padding = _pair(padding), _pair(output_padding)
+        self.dilation, self.groups = _pair(dilation), groups
+        self._init_params((in_channels, out_channels // groups) + self.kernel_size,
+                          out_channels, bias, generator, dtype)
+
+    def forward(self, input):
+        """Apply the transposed convolution to ``input`` ``[N, C_in, H, W]``."""
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation)
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation over ``[N, C, H, W]`` with torch's running statistics.
+
+    Buffers ``running_mean`` (zeros), ``running_var`` (ones) and ``num_batches_tracked``
+    (int64 scalar) are in ``state_dict``. Training normalises with batch statistics and updates
+    the running ones (``momentum=None``: cumulative average); eval uses the running ones.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, *, dtype=np.float32):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.weight = Parameter(np.ones(num_features, dtype=dtype))
+            self.bias = Parameter(np.zeros(num_features, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
+            self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
+            self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
+        else:
+            for n in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(n, None)
+
+    def reset_running_stats(self):
+        """Running mean 0, variance 1, count 0."""
+        if self.track_running_stats:
+            self.running_mean[...] = 0
+            self.running_var[...] = 1
+            self.num_batches_tracked[...] = 0
+
+    def forward(self, input):
+        """Normalise ``input`` ``[N, C, H, W]``."""
+        if input.ndim != 4:
+            raise ValueError(f"BatchNorm2d: expected 4-D input [N, C, H, W], got shape "
+                             f"{tuple(input.shape)}")
+        bn_training = self.training or self.running_mean is None
+        track = self.training and self.track_running_stats
+        return F.batch_norm(
+            input,
+            self.running_mean if not self.training or self.track_running_stats else None,
+            self.running_var if not self.training or self.track_running_stats else None,
+            self.weight, self.bias, bn_training, self.momentum, self.eps,
+            num_batches_tracked=self.num_batches_tracked if track else None)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class LayerNorm(Module):
+    """Layer normalisation over the trailing ``normalized_shape`` dims; weight 1, bias 0."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, *,
+                 dtype=np.float32):
+        super().__init__()
+        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
+            else tuple(normalized_shape)
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype))
+            if bias:
+                self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, input):
+        """Normalise ``input``."""
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
+class MaxPool2d(Module):
+    """2-D max pooling (torch's argument order: ``return_indices`` before ``ceil_mode``)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.return_indices, self.ceil_mode = dilation, return_indices, ceil_mode
+
+    def forward(self, input):
+        """Pool ``input``."""
+        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            self.ceil_mode, self.return_indices)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class AvgPool2d(Module):
+    """2-D average pooling."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
+        self.divisor_override = divisor_override
+
+    def forward(self, input):
+        """Pool ``input``."""
+        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Adaptive 2-D average pooling to ``output_size``."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input):
+        """Pool ``input``."""
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class ReLU(Module):
+    """max(x, 0)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, input):
+        """Apply relu."""
+        return F.relu(input, self.inplace)
+
+
+class LeakyReLU(Module):
+    """x if x > 0 else negative_slope * x."""
+
+    def __init__(self, negative_slope=0.01, inplace=False):
+        super().__init__()
+        self.negative_slope, self.inplace = negative_slope, inplace
+
+    def forward(self, input):
+        """Apply leaky_relu."""
+        return F.leaky_relu(input, self.negative_slope, self.inplace)
+
+
+class ELU(Module):
+    """x if x > 0 else alpha * (exp(x) - 1)."""
+
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__()
+        self.alpha, self.inplace = alpha, inplace
+
+    def forward(self, input):
+        """Apply elu."""
+        return F.elu(input, self.alpha, self.inplace)
+
+
+class GELU(Module):
+    """x * Phi(x), or its tanh approximation."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, input):
+        """Apply gelu."""
+        return F.gelu(input, self.approximate)
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x))."""
+
+    def forward(self, input):
+        """Apply sigmoid."""
+        return F.sigmoid(input)
+
+
+class Tanh(Module):
+    """tanh(x)."""
+
+    def forward(self, input):
+        """Apply tanh."""
+        return F.tanh(input)
+
+
+class Softmax(Module):
+    """Softmax along ``dim``."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        """Apply softmax."""
+        return F.softmax(input, self.dim)
+
+
+class LogSoftmax(Module):
+    """Log-softmax along ``dim``."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        """Apply log_softmax."""
+        return F.log_softmax(input, self.dim)
+
+
+class Dropout(Module):
+    """Inverted dropout, active in training mode only. ``generator`` (a np.random.Generator,
+    e.g. ``np.random.default_rng(0)``) makes the masks reproducible; default: the library's
+    default generator."""
+
+    def __init__(self, p=0.5, inplace=False, *, generator=None):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
+        self.p, self.inplace, self.generator = p, inplace, generator
+
+    def forward(self, input):
+        """Apply dropout (identity in eval mode)."""
+        if not self.training or self.p == 0:
+            return input
+        return F.dropout(input, self.p, True, self.inplace, generator=self.generator)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    """Flatten dims ``start_dim..end_dim`` (default: all but the batch dim)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, input):
+        """Flatten ``input``."""
+        if isinstance(input, Tensor):
+            return input.flatten(self.start_dim, self.end_dim)
+        s = input.shape
+        a, b = self.start_dim % len(s), self.end_dim % len(s)
+        return input.reshape(tuple(s[:a]) + (-1,) + tuple(s[b + 1:]))
+
+
+class MultiheadAttention(Module):
+    """Multi-head attention as ``torch.nn.MultiheadAttention`` (same parameter names and init:
+    ``in_proj_weight`` Xavier-uniform, ``in_proj_bias`` and ``out_proj.bias`` zeros).
+
+    ``forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None)``
+    returns ``(attn_output, None)``: the attention weights are not computed. Masks use torch's
+    nn.MultiheadAttention convention (bool True = NOT allowed to attend; float masks added).
+    Only ``dropout=0`` and ``kdim = vdim = embed_dim`` are supported.
+    """
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
+                 add_zero_attn=False, kdim=None, vdim=None, batch_first=False, *,
+                 generator=None, dtype=np.float32):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible "
+                             f"by num_heads ({num_heads})")
+        if dropout != 0.0 or add_bias_kv or add_zero_attn or kdim not in (None, embed_dim) \
+                or vdim not in (None, embed_dim):
+            raise NotImplementedError("MultiheadAttention: only dropout=0, no bias_kv/zero_attn "
+                                      "and kdim = vdim = embed_dim are supported")
+        self.embed_dim, self.num_heads, self.batch_first = embed_dim, num_heads, batch_first
+        self.in_proj_weight = _empty((3 * embed_dim, embed_dim), dtype)
+        if bias:
+            self.in_proj_bias = _empty((3 * embed_dim,), dtype)
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, generator=generator,
+                               dtype=dtype)
+        init.xavier_uniform_(self.in_proj_weight, generator=generator)
+        if bias:
+            init.zeros_(self.in_proj_bias)
+            init.zeros_(self.out_proj.bias)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
+                attn_mask=None):
+        """Attend; inputs ``(L, N, E)`` (or ``(N, L, E)`` with ``batch_first``)."""
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) if isinstance(t, Tensor) else
+                                 t.swapaxes(0, 1) for t in (query, key, value))
+        mask = _sdpa_mask(attn_mask, key_padding_mask, query, self.num_heads)
+        out = F.multi_head_attention(query, key, value, self.num_heads, self.in_proj_weight,
+                                     self.in_proj_bias, self.out_proj.weight,
+                                     self.out_proj.bias, mask)
+        if not self.batch_first:
+            out = out.transpose(0, 1) if isinstance(out, Tensor) else out.swapaxes(0, 1)
+        return out, None
+
+
+def _sdpa_mask(attn_mask, key_padding_mask, like, num_heads):
+    """torch MHA masks (True = masked out) -> one sdpa mask (True = takes part, or additive)."""
+    raw = lambda m: m.data if isinstance(m, Tensor) else m  # noqa: E731
+    attn_mask, kpm = raw(attn_mask), raw(key_padding_mask)
+    if attn_mask is None and kpm is None:
+        return None
+    xp = array_module(raw(like))
+    dtype = raw(like).dtype
+
+    def additive(m):
+        if m.dtype == np.bool_:
+            return xp.where(m, dtype.type(-np.inf), dtype.type(0))
+        return m.astype(dtype)
+    if kpm is not None:
+        kpm = kpm[:, None, None, :]                  # (N, 1, 1, S)
+    if attn_mask is not None and attn_mask.ndim == 3:   # (N*H, L, S) -> (N, H, L, S)
+        attn_mask = attn_mask.reshape(-1, num_heads, *attn_mask.shape[1:])
+    if kpm is None:
+        return ~attn_mask if attn_mask.dtype == np.bool_ else attn_mask
+    if attn_mask is None:
+        return ~kpm if kpm.dtype == np.bool_ else kpm
+    if attn_mask.dtype == np.bool_ and kpm.dtype == np.bool_:
+        return ~(attn_mask | kpm)
+    return additive(attn_mask) + additive(kpm)
+
+
+class Sequential(Module):
+    """Modules applied in order: ``Sequential(m1, m2)`` or ``Sequential(OrderedDict(...))``."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, m in modules[0].items():
+                self.add_module(name, m)
+        else:
+            for i, m in enumerate(modules):
+                self.add_module(str(i), m)
+
+    def __getitem__(self, i):
+        mods = list(self._modules.values())
+        if isinstance(i, slice):
+            return Sequential(*mods[i])
+        return mods[i]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        """Add ``module`` at the end."""
+        self.add_module(str(len(self)), module)
+        return self
+
+    def forward(self, input):
+        """Feed ``input`` through every module."""
+        for m in self._modules.values():
+            input = m(input)
+        return input
+
+
+class ModuleList(Module):
+    """A list of modules, registered as children."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module):
+        """Add ``module`` at the end."""
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class CrossEntropyLoss(Module):
+    """``F.cross_entropy`` as a module (torch's argument order, deprecated ones must be None)."""
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean", label_smoothing=0.0):
+        super().__init__()
+        F._no_legacy("CrossEntropyLoss", size_average, reduce)
+        self.register_buffer("weight", weight)
+        self.ignore_index, self.reduction = ignore_index, reduction
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input, target):
+        """The loss of logits ``input`` against ``target``."""
+        return F.cross_entropy(input, target, self.weight, ignore_index=self.ignore_index,
+                               reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+class MultiMarginLoss(Module):
+    """``F.multi_margin_loss`` as a module."""
+
+    def __init__(self, p=1, margin=1.0, weight=None, size_average=None, reduce=None,
+                 reduction="mean"):
+        super().__init__()
+        F._no_legacy("MultiMarginLoss", size_average, reduce)
+        self.p, self.margin, self.reduction = p, margin, reduction
+        self.register_buffer("weight", weight)
+
+    def forward(self, input, target):
+        """The loss of scores ``input`` against ``target``."""
+        return F.multi_margin_loss(input, target, self.p, self.margin, self.weight,
+                                   reduction=self.reduction)

@@ -1,0 +1,57 @@
+"""The end-to-end demo: a short training run, and the one-line refusal of a backend without
+the kernels it needs."""
+import time
+
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+from cvkernels import backends, demo  # noqa: E402
+
+
+def test_short_training_run_learns_and_writes_png(tmp_path):
+    png = tmp_path / "curves.png"
+    lines = []
+    t0 = time.perf_counter()
+    res = demo.run_digits(epochs=2, limit=600, out_png=str(png), seed=0, progress=False,
+                          log=lines.append)
+    elapsed = time.perf_counter() - t0
+    assert res["test_acc"] > 0.85, res["history"]          # chance is 0.10
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(lines) == 2 and "test acc" in lines[-1]
+    assert len(res["history"]["train_loss"]) == 2
+    assert res["history"]["train_loss"][1] < res["history"]["train_loss"][0]
+    assert elapsed < 30
+
+
+def test_main_runs_and_returns_zero(tmp_path, capsys):
+    png = tmp_path / "m.png"
+    rc = demo.main(["--epochs", "1", "--out", str(png), "--no-progress", "--backend", "cpu"])
+    assert rc == 0 and png.exists()
+    out = capsys.readouterr().out
+    assert "epoch  1/1" in out and "test accuracy" in out
+
+
+def test_backend_without_kernel_stops_with_one_line(tmp_path, capsys, monkeypatch):
+    sim = backends.get("sim")
+    if not sim.available():
+        pytest.skip("the sim backend (_cudasim extension) is not built here")
+    from cvkernels.backends import kernel_ops  # noqa: F401  (fills the tables first)
+    monkeypatch.setattr(sim, "table", {})      # as if no op had a kernel yet
+    rc = demo.main(["--backend", "sim", "--epochs", "1", "--out", str(tmp_path / "x.png"),
+                    "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("cvk demo digits: ") and "'sim' has no CUDA kernel" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_unavailable_gpu_backend_stops_with_one_line(capsys):
+    if backends.get("rawkernel").available():
+        pytest.skip("a GPU is present: rawkernel is available")
+    rc = demo.main(["--backend", "rawkernel", "--epochs", "1", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "rawkernel" in err and ("not available" in err or "CuPy" in err)
