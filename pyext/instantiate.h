@@ -6,6 +6,7 @@
 #include "matmul.cuh"
 #include "softmax.cuh"
 #include "testing/sanitizer_controls.cuh"
+#include "testing/simulator_checks.cuh"
 
 #define CVK_MATMUL_TILE(BM, BN, BK, TM, TN)                                               \
   CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, false, false, false>)           \
@@ -33,3 +34,6 @@ CVK_REGISTER(reverse_kernel)
 CVK_REGISTER(reverse_racy_kernel)
 CVK_REGISTER(copy_kernel)
 CVK_REGISTER(copy_oob_kernel)
+CVK_REGISTER(warp_intrinsics_kernel)
+CVK_REGISTER(atomics_kernel)
+CVK_REGISTER(indexing_smem_kernel)

@@ -49,7 +49,7 @@ PYBIND11_MODULE(CVK_MODULE_NAME, m) {
   m.doc() = "cvkernels launchers (" CVK_BACKEND_DOC ")";
   m.attr("SIMULATOR") = py::bool_(CVK_IS_SIM);
 
-  py::class_<Plan>(m, "Plan", "Launch plan: kernel name expression, source file, grid, block, "
+  py::class_<Plan>(m, "Plan", py::module_local(), "Launch plan: kernel name expression, source file, grid, block, "
                               "dynamic shared memory bytes.")
       .def_readonly("kernel", &Plan::kernel)
       .def_readonly("source", &Plan::source)

@@ -180,6 +180,10 @@ def test_tensor_basics_and_repr():
     assert "grad_fn=<linear>" in repr(F.linear(t, t))
     assert t.sum().item() == 10.0
     assert Tensor(np.zeros(3)).argmax().item() == 0
+    mask = t > 2.0
+    assert isinstance(mask, Tensor) and mask.dtype == np.bool_ and not mask.requires_grad
+    assert_close(mask, np.array([[False, False], [True, True]]), atol=0, rtol=0)
+    assert {t: 1}[t] == 1 and (t == t).numpy().all()
 
 
 def test_custom_function_with_save_for_backward():
@@ -388,3 +392,43 @@ def test_functional_op_grads_match_torch(name):
     for i, (o, t, d) in enumerate(zip(ours, theirs, diff)):
         if d:
             assert_close(o.grad, t.grad, atol=1e-10, rtol=1e-8, name=f"{name} grad[{i}]")
+
+
+# ------------------------------------------------------------------ backend routing
+
+def test_tensor_ops_run_on_the_selected_kernel_backend(monkeypatch):
+    from cvkernels import backends
+    from cvkernels._backend import backend
+    sim = backends.get("sim")
+    if not sim.available():
+        pytest.skip("the sim backend (_cudasim extension) is not built here")
+    from cvkernels.backends import kernel_ops  # noqa: F401  (fills the tables)
+    needed = [(op, d) for op in ("linear", "matmul", "log_softmax")
+              for d in ("forward", "backward")]
+    if any(k not in sim.table for k in needed):
+        pytest.skip("sim has no kernels for linear/matmul/log_softmax")
+    calls = []
+    for key in needed:
+        fn = sim.table[key]
+        monkeypatch.setitem(sim.table, key,
+                            lambda *a, _fn=fn, _k=key, **kw: calls.append(_k) or _fn(*a, **kw))
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((5, 7), (6, 7), (6,)))
+    m = rng.standard_normal((6, 3)).astype(np.float32)
+    g = rng.standard_normal((5, 3)).astype(np.float32)
+
+    def run():
+        ts = [Tensor(a, requires_grad=True) for a in (x, w, b, m)]
+        y = F.log_softmax(F.linear(ts[0], ts[1], ts[2]) @ ts[3], dim=1)
+        y.backward(g)
+        return [y] + [t.grad for t in ts]
+    ref = run()
+    assert not calls
+    with backend("sim"):
+        got = run()
+    assert sorted(set(calls)) == sorted(needed), calls
+    for i, (a, r) in enumerate(zip(got, ref)):
+        assert_close(a, r, atol=1e-5, rtol=1e-4, name=f"sim vs cpu [{i}]")
+    if ("relu", "forward") not in sim.table:
+        with backend("sim"), pytest.raises(NotImplementedError, match="no CUDA kernel for relu"):
+            F.relu(Tensor(x, requires_grad=True))

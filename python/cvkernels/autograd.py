@@ -444,6 +444,34 @@ class Tensor:
         """Cast to float64."""
         return self.astype(np.float64)
 
+    # comparisons give non-differentiable boolean Tensors (hashing stays by identity)
+    __hash__ = object.__hash__
+
+    def _compare(self, o, op):
+        other = o.data if isinstance(o, Tensor) else o
+        return Tensor(op(self.data, other))
+
+    def __eq__(self, o):
+        return self._compare(o, lambda a, b: a == b)
+
+    def __ne__(self, o):
+        return self._compare(o, lambda a, b: a != b)
+
+    def __lt__(self, o):
+        return self._compare(o, lambda a, b: a < b)
+
+    def __le__(self, o):
+        return self._compare(o, lambda a, b: a <= b)
+
+    def __gt__(self, o):
+        return self._compare(o, lambda a, b: a > b)
+
+    def __ge__(self, o):
+        return self._compare(o, lambda a, b: a >= b)
+
+    def __bool__(self):
+        return bool(self.data)
+
     def __add__(self, o):
         return _Add.apply(self, _operand(o, self))
 

@@ -113,15 +113,16 @@ def linear(input, weight, bias=None):
 
 # ---------------------------------------------------------------------------- softmax
 
-def softmax(input, dim=None, _stacklevel=3, dtype=None):
-    """Softmax along ``dim``; ``dtype`` casts the input first. ``dim=None`` uses torch's
-    deprecated implicit choice (0 for 0-, 1- and 3-D input, else 1) with a warning."""
+def softmax(input, dim=-1, _stacklevel=3, dtype=None):
+    """Softmax along ``dim`` (default: the last dimension); ``dtype`` casts the input first.
+    ``dim=None`` uses torch's deprecated implicit choice (0 for 0-, 1- and 3-D input, else 1)
+    with a warning."""
     if dim is None:
         dim = _implicit_dim("softmax", input.ndim)
     return _run("softmax", {"input": _cast(input, dtype)}, {"dim": dim}, save_output=True)
 
 
-def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+def log_softmax(input, dim=-1, _stacklevel=3, dtype=None):
     """Log-softmax along ``dim`` (same conventions as :func:`softmax`)."""
     if dim is None:
         dim = _implicit_dim("log_softmax", input.ndim)

@@ -59,4 +59,27 @@ __device__ __forceinline__ float block_allreduce(float v, Op op, float* scratch)
   return r;
 }
 
+// Float atomic max/min (CUDA has none): a CAS loop on the bits. The simulator checks them too.
+__device__ __forceinline__ float atomic_max(float* addr, float v) {
+  int* a = reinterpret_cast<int*>(addr);
+  int old = atomicAdd(a, 0), assumed;  // an atomic read: others write concurrently
+  do {
+    assumed = old;
+    if (__int_as_float(assumed) >= v) break;
+    old = atomicCAS(a, assumed, __float_as_int(v));
+  } while (old != assumed);
+  return __int_as_float(old);
+}
+
+__device__ __forceinline__ float atomic_min(float* addr, float v) {
+  int* a = reinterpret_cast<int*>(addr);
+  int old = atomicAdd(a, 0), assumed;  // an atomic read: others write concurrently
+  do {
+    assumed = old;
+    if (__int_as_float(assumed) <= v) break;
+    old = atomicCAS(a, assumed, __float_as_int(v));
+  } while (old != assumed);
+  return __int_as_float(old);
+}
+
 }  // namespace cvk

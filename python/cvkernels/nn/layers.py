@@ -66,6 +66,7 @@ class Linear(Module):
         return F.linear(input, self.weight, self.bias)
 
     def extra_repr(self):
+        """The constructor arguments shown in the repr."""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
 
@@ -89,6 +90,7 @@ class _ConvNd(Module):
                 init.uniform_(self.bias, -bound, bound, generator=generator)
 
     def extra_repr(self):
+        """The constructor arguments shown in the repr."""
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}, padding={self.padding}")
         if self.groups != 1:
@@ -197,6 +199,7 @@ class BatchNorm2d(Module):
             num_batches_tracked=self.num_batches_tracked if track else None)
 
     def extra_repr(self):
+        """The constructor arguments shown in the repr."""
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
 
@@ -225,6 +228,7 @@ class LayerNorm(Module):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
+        """The constructor arguments shown in the repr."""
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}")
 
@@ -244,6 +248,7 @@ class MaxPool2d(Module):
                             self.ceil_mode, self.return_indices)
 
     def extra_repr(self):
+        """The constructor arguments shown in the repr."""
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
@@ -264,6 +269,7 @@ class AvgPool2d(Module):
                             self.count_include_pad, self.divisor_override)
 
     def extra_repr(self):
+        """The constructor arguments shown in the repr."""
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
@@ -279,6 +285,7 @@ class AdaptiveAvgPool2d(Module):
         return F.adaptive_avg_pool2d(input, self.output_size)
 
     def extra_repr(self):
+        """The constructor arguments shown in the repr."""
         return f"output_size={self.output_size}"
 
 
@@ -388,6 +395,7 @@ class Dropout(Module):
         return F.dropout(input, self.p, True, self.inplace, generator=self.generator)
 
     def extra_repr(self):
+        """The constructor arguments shown in the repr."""
         return f"p={self.p}"
 
 

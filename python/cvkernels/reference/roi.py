@@ -306,8 +306,9 @@ def roi_pool_forward(input, boxes, output_size, spatial_scale=1.0, *, return_arg
     Roi corners are scaled and rounded half away from zero; the roi is at least 1x1 pixel
     (end inclusive). This integer geometry is computed in float32 for float16/float32 input
     and float64 for float64 input, as torchvision does (the two can differ by one pixel).
-    Bin (ph, pw) covers rows floor(ph*h/PH) .. ceil((ph+1)*h/PH) (exclusive), offset by the roi start and clipped to the image; an empty bin gives 0. The max starts at
-    -FLT_MAX (torchvision's constant), so values below it (and NaN) are never picked.
+    Bin (ph, pw) covers rows floor(ph*h/PH) .. ceil((ph+1)*h/PH) (exclusive), offset by the
+    roi start and clipped to the image; an empty bin gives 0. The max starts at -FLT_MAX
+    (torchvision's constant), so values below it (and NaN) are never picked.
     Returns [K, C, ph, pw] in input's dtype, or ``(out, argmax)`` with ``return_argmax=True``,
     argmax int64 = h * W + w within the roi's image (-1 where nothing was pooled).
     """

@@ -1,0 +1,54 @@
+// simulator_checks: test-only kernels that pin down the simulator's semantics, run on the
+// simulator in CI and on a GPU where one is found, against the same expected values.
+//   warp_intrinsics_kernel  out[t*8 + j]: shuffles (idx, xor, down, up, width 8), ballot, any,
+//                           all of in[t]; one block, blockDim.x % 32 == 0
+//   atomics_kernel          every thread hits the same counters: atomicAdd (float, int),
+//                           atomicMax/Min (int, float), and an atomicCAS loop (int)
+//   indexing_smem_kernel    3-D grid and block; each block reverses its inputs through dynamic
+//                           shared memory (extern __shared__) and tags them with its indices
+// Tensors: int32/float32 1-D buffers as documented per kernel. Not library operators.
+#pragma once
+#include "cvk/common.cuh"
+
+__global__ void warp_intrinsics_kernel(const int* in, int* out) {
+  const int t = threadIdx.x, lane = t & 31;
+  const int v = in[t];
+  int* o = out + t * 8;
+  o[0] = __shfl_sync(cvk::FULL_MASK, v, (lane + 3) & 31);
+  o[1] = __shfl_xor_sync(cvk::FULL_MASK, v, 5);
+  o[2] = __shfl_down_sync(cvk::FULL_MASK, v, 4);
+  o[3] = __shfl_up_sync(cvk::FULL_MASK, v, 4);
+  o[4] = static_cast<int>(__ballot_sync(cvk::FULL_MASK, v % 3 == 0));
+  o[5] = __any_sync(cvk::FULL_MASK, v == 7);
+  o[6] = __all_sync(cvk::FULL_MASK, v >= 0);
+  o[7] = __shfl_down_sync(cvk::FULL_MASK, v, 1, 8);
+  __syncwarp();
+}
+
+// fcount[0] += 1; fcount[1] = max(t); fcount[2] = min(-t)
+// icount[0] += 1; icount[1] = max(t); icount[2] = min(-t); icount[3] += 2 by CAS
+__global__ void atomics_kernel(float* fcount, int* icount) {
+  const int t = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  atomicAdd(fcount, 1.0f);
+  cvk::atomic_max(fcount + 1, static_cast<float>(t));
+  cvk::atomic_min(fcount + 2, static_cast<float>(-t));
+  atomicAdd(icount, 1);
+  atomicMax(icount + 1, t);
+  atomicMin(icount + 2, -t);
+  int old = atomicAdd(icount + 3, 0), assumed;
+  do {
+    assumed = old;
+    old = atomicCAS(icount + 3, assumed, assumed + 2);
+  } while (old != assumed);
+}
+
+// out[i] for i in block b (linear), thread t (linear): in[b*nt + nt-1-t] + 1000*b + t... see test
+__global__ void indexing_smem_kernel(const float* __restrict__ in, float* __restrict__ out) {
+  CVK_EXTERN_SHARED(float, buf);
+  const long long nt = 1ll * blockDim.x * blockDim.y * blockDim.z;
+  const long long t = threadIdx.x + 1ll * blockDim.x * (threadIdx.y + 1ll * blockDim.y * threadIdx.z);
+  const long long b = blockIdx.x + 1ll * gridDim.x * (blockIdx.y + 1ll * gridDim.y * blockIdx.z);
+  buf[t] = __ldg(in + b * nt + t);
+  __syncthreads();
+  out[b * nt + t] = buf[nt - 1 - t] + 1000.0f * static_cast<float>(b);
+}

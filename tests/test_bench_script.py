@@ -1,0 +1,127 @@
+"""bench/bench_ops.py without a GPU: its --dry-run (the CPU simulator at tiny sizes) writes the json
+and markdown with the expected keys, the ratio math holds, and failures are recorded, not fatal."""
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "bench" / "bench_ops.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_ops_under_test", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
+
+
+def test_dry_run_writes_json_with_expected_keys(dry_run):
+    _, rep, _ = dry_run
+    assert rep["schema"] == "cvkernels-bench/1" and rep["mode"] == "dry-run"
+    assert rep["ok"] is True and rep["failures"] == []
+    for key in ("env", "timing", "tolerances", "cases", "bars", "notes", "warnings"):
+        assert key in rep, key
+    for key in ("date_utc", "gpu_name", "python", "numpy", "torch", "results_dir"):
+        assert key in rep["env"], key
+    assert rep["timing"]["statistic"] == "median"
+    names = [c["name"] for c in rep["cases"]]
+    assert names == ["matmul_fp32_64x64x64", "matmul_fp32_33x47x29",
+                     "softmax_fp32_16x256", "softmax_fp32_9x1001"]
+    for case in rep["cases"]:
+        impls = {r["impl"]: r for r in case["results"]}
+        assert {"cvk-sim", "cvk-sim-rawkernel"} <= set(impls), impls.keys()
+        for r in case["results"]:
+            assert r["status"] == "ok", r
+            assert len(r["times_ms"]) >= rep["timing"]["reps"]
+            assert r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+            assert r["check"]["ok"] is True
+        if case["op"] == "matmul":
+            assert case["flop"] == 2 * math.prod(case["shape"].values())
+            assert all(r["tflops"] > 0 for r in case["results"])
+        else:
+            assert case["bytes"] == 2 * case["shape"]["rows"] * case["shape"]["cols"] * 4
+            assert "copy" in impls and impls["copy"]["check"]["exact"] is True
+            for r in case["results"]:
+                assert r["gbps"] == pytest.approx(case["bytes"] / (r["median_ms"] * 1e-3) / 1e9)
+
+
+def test_dry_run_ratio_math(dry_run):
+    _, rep, _ = dry_run
+    for case in rep["cases"]:
+        impls = {r["impl"]: r for r in case["results"]}
+        peer = case["peer"]
+        assert peer in impls and impls[peer]["role"] == "peer"
+        for r in case["results"]:
+            if r["role"] != "ours":
+                continue
+            assert r["ratio_vs_peer"] == pytest.approx(impls[peer]["median_ms"] / r["median_ms"])
+            assert r["check"]["max_rel_err"] <= case["tolerance"]["max_rel_err"]
+            assert "max_rel_err_vs_peer" in r["check"]
+            if case["op"] == "softmax":
+                assert r["frac_copy_bw"] == pytest.approx(
+                    impls["copy"]["median_ms"] / r["median_ms"])
+                assert r["frac_copy_bw"] == pytest.approx(r["gbps"] / impls["copy"]["gbps"])
+
+
+def test_dry_run_markdown(dry_run):
+    _, rep, md = dry_run
+    assert "| case | impl | median ms |" in md
+    for case in rep["cases"]:
+        assert case["name"] in md
+    assert "cvk-sim-rawkernel" in md and "Bars" in md and "status: **OK**" in md
+
+
+def test_helpers():
+    b = load_bench()
+    s = b.stats([3.0, 1.0, 2.0, 10.0, 4.0])
+    assert s["median_ms"] == 3.0 and s["min_ms"] == 1.0 and s["max_ms"] == 10.0 and s["n"] == 5
+    assert b.ratio(2.0, 1.0) == 2.0 and b.ratio(None, 1.0) is None and b.ratio(1.0, 0) is None
+    assert b.tflops(2 * 4096 ** 3, 3.0) == pytest.approx(45.8, rel=1e-2)
+    assert b.gbps(2 * 8192 * 8192 * 4, 0.284) == pytest.approx(1890, rel=1e-3)
+    assert b.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert b.tolerance("softmax", (8, 1000))["max_rel_err"] == pytest.approx(1008 * 2.0 ** -24)
+    assert b.case_name("matmul", (4096, 4096, 4096)) == "matmul_fp32_4096x4096x4096"
+    assert {x["case"] for x in b.BARS} <= {b.case_name(op, s)
+                                           for op, sizes in b.SIZES["full"].items()
+                                           for s in sizes}
+
+
+def test_failures_are_recorded_not_fatal(tmp_path, monkeypatch, capsys):
+    """A path that raises and a result over tolerance: both recorded, the run goes on, exit 1."""
+    b = load_bench()
+    real = b.cvk_runtimes
+
+    def broken(dev):
+        def boom():
+            raise RuntimeError("planted launch failure")
+        return real(dev)[:1] + [("cvk-broken", boom)]
+    monkeypatch.setattr(b, "cvk_runtimes", broken)
+    monkeypatch.setitem(b.TOLERANCES, "matmul", {"rel_err": 0.0, "max_rel_err": 0.0})
+    rc = b.main(["--dry-run", "--no-torch", "--out", str(tmp_path), "--only", "33x47x29"])
+    assert rc == 1
+    rep = json.loads((tmp_path / "bench.json").read_text())
+    assert rep["ok"] is False
+    (case,) = rep["cases"]
+    res = {r["impl"]: r for r in case["results"]}
+    assert res["cvk-broken"]["status"] == "error"
+    assert "planted launch failure" in res["cvk-broken"]["error"]
+    assert res["cvk-sim"]["status"] == "check_failed" and res["cvk-sim"]["median_ms"] > 0
+    assert "torch-cpu" not in res and case["peer"] == "numpy"      # --no-torch: next peer
+    assert any("--no-torch" in n for n in rep["notes"])
+    assert len(rep["failures"]) == 2
+    md = (tmp_path / "bench.md").read_text()
+    assert "FAILED" in md and "planted launch failure" in md
