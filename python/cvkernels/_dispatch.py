@@ -6,7 +6,7 @@ Every backend implements each op with the signature of its reference in ``cvkern
 from __future__ import annotations
 
 from . import _backend, backends
-from ._arrays import common_kind, restorer, to_native, kind_of
+from ._arrays import GPU, _is_torch, common_kind, kind_of, restorer, to_native
 
 
 def _call(op: str, direction: str, args, kwargs):
@@ -18,7 +18,16 @@ def _call(op: str, direction: str, args, kwargs):
     example = next((a for a in list(args) + list(kwargs.values()) if kind_of(a) is not None),
                    None)
     back = restorer(example)
-    out = impl(*[to_native(a) for a in args], **{k: to_native(v) for k, v in kwargs.items()})
+    token = None
+    if kind == GPU and _is_torch(example):  # launch on the caller's torch stream
+        import torch
+        from .backends.kernel_ops import STREAM_HINT
+        token = STREAM_HINT.set(torch.cuda.current_stream(example.device).cuda_stream)
+    try:
+        out = impl(*[to_native(a) for a in args], **{k: to_native(v) for k, v in kwargs.items()})
+    finally:
+        if token is not None:
+            STREAM_HINT.reset(token)
     if isinstance(out, tuple):
         return tuple(back(o) for o in out)
     return back(out)

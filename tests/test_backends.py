@@ -1,0 +1,116 @@
+"""Backend selection (set_backend, the context manager, CVK_BACKEND), routing through the
+functional API to the kernels, device checks, and the `cvk check` command."""
+import numpy as np
+import pytest
+
+import cvkernels as cvk
+import cvkernels.functional as F
+from cvkernels import _arrays, _backend, backends
+from cvkernels.backends import kernel_ops
+from cvkernels.check import run_checks
+from helpers import assert_close
+
+needs_sim = pytest.mark.skipif(not backends.get("sim").available(), reason="_cudasim not built")
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch):
+    monkeypatch.delenv("CVK_BACKEND", raising=False)
+    cvk.set_backend(None)
+    yield
+    cvk.set_backend(None)
+
+
+def test_available_backends_lists_cpu_and_sim_first():
+    names = cvk.available_backends()
+    assert names[0] == "cpu"
+    assert ("sim" in names) == (cvk._ext.sim() is not None)
+
+
+def test_choice_precedence(monkeypatch):
+    assert _backend.resolve("f", _arrays.HOST) == "cpu"          # automatic
+    monkeypatch.setenv("CVK_BACKEND", "sim")
+    assert _backend.resolve("f", _arrays.HOST) == "sim"          # environment
+    cvk.set_backend("cpu")
+    assert _backend.resolve("f", _arrays.HOST) == "cpu"          # set_backend beats the env
+    with cvk.backend("sim"):
+        assert _backend.resolve("f", _arrays.HOST) == "sim"      # context beats set_backend
+    assert _backend.resolve("f", _arrays.HOST) == "cpu"
+
+
+def test_bad_names_are_rejected(monkeypatch):
+    with pytest.raises(ValueError, match="set_backend: name must be one of"):
+        cvk.set_backend("gpu")
+    with pytest.raises(ValueError, match="set_backend: name must be one of"):
+        with cvk.backend("tpu"):
+            pass
+    monkeypatch.setenv("CVK_BACKEND", "nope")
+    with pytest.raises(ValueError, match="CVK_BACKEND must be one of"):
+        F.softmax(np.zeros((2, 2), np.float32))
+
+
+def test_gpu_backend_refuses_host_arrays():
+    with cvk.backend("cuda"):
+        with pytest.raises(ValueError, match="softmax: backend 'cuda' cannot run on host"):
+            F.softmax(np.zeros((2, 3), np.float32))
+
+
+class FakeGpuArray:
+    """Anything with __cuda_array_interface__ counts as a GPU array."""
+    shape, dtype, ndim = (2, 3), np.dtype(np.float32), 2
+    __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f4", "data": (0, False),
+                                "version": 3}
+
+
+def test_mixed_devices_are_refused_by_name():
+    with pytest.raises(ValueError, match="matmul: arguments live on different devices: input is "
+                                         "a host array and other a GPU array"):
+        F.matmul(np.zeros((2, 3), np.float32), FakeGpuArray())
+
+
+@needs_sim
+def test_functional_on_sim_runs_the_kernel(monkeypatch):
+    calls = []
+    real = kernel_ops.ExtRuntime.softmax_forward
+
+    def spy(self, *a):
+        calls.append(a[2:])
+        return real(self, *a)
+    monkeypatch.setattr(kernel_ops.ExtRuntime, "softmax_forward", spy)
+    x = np.random.default_rng(0).standard_normal((5, 300)).astype(np.float32)
+    with cvk.backend("sim"):
+        y = F.softmax(x, dim=0)
+    assert calls == [(300, 5, False)]    # dim 0 moved last: 300 rows of 5
+    assert_close(y, cvk.reference.softmax_forward(x.astype(np.float64), 0).astype(np.float32),
+                 atol=0, rtol=13 * 2.0 ** -24)
+
+
+@needs_sim
+def test_sim_backend_names_missing_kernels():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    w = np.zeros((1, 1, 3, 3), np.float32)
+    with cvk.backend("sim"):
+        with pytest.raises(NotImplementedError, match="conv2d: backend 'sim' has no CUDA kernel"):
+            F.conv2d(x, w)
+
+
+@needs_sim
+def test_torch_cpu_tensors_round_trip():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(4, 7)
+    with cvk.backend("sim"):
+        y = F.log_softmax(x, dim=-1)
+    assert isinstance(y, torch.Tensor)
+    assert_close(y.numpy(), torch.log_softmax(x, -1).numpy(), atol=2e-6, rtol=0)
+
+
+@needs_sim
+def test_cvk_check_passes_and_catches_a_broken_kernel(monkeypatch):
+    rows = run_checks(verbose=False)
+    assert rows and all(r["passed"] for r in rows), [r for r in rows if not r["passed"]]
+    assert {r["backend"] for r in rows} >= {"sim", "sim-rawkernel"}
+    # the check can fail: a kernel off by one ulp-scale nudge beyond its bound is caught
+    real = kernel_ops.softmax_forward
+    monkeypatch.setattr(kernel_ops, "softmax_forward", lambda rt, x, dim=-1: real(rt, x, dim) * 1.001)
+    bad = [r for r in run_checks(verbose=False) if r["op"] == "softmax"]
+    assert bad and not any(r["passed"] for r in bad)
