@@ -86,3 +86,20 @@ def check_grads(f, backward, inputs, *, seed: int = 0, atol: float = 1e-6, rtol:
         if n is None:
             continue
         assert_close(a, n, atol=atol, rtol=rtol, name=name)
+
+
+def rounding_tol(dtype, expected) -> dict:
+    """atol/rtol for a result that is the float64 ``expected`` rounded once to ``dtype``
+    (rtol = 2^-p), plus float64 differences in the order of operations (1e-12 of the largest
+    magnitude, for sums of < 1e3 terms); float16 subnormals round to 2^-25 absolute."""
+    scale = float(np.max(np.abs(expected))) if np.size(expected) else 0.0
+    dt = np.dtype(dtype)
+    rtol = {np.float16: 2.0**-11, np.float32: 2.0**-24, np.float64: 1e-12}[dt.type]
+    return dict(atol=1e-12 * scale + (2.0**-25 if dt == np.float16 else 0.0), rtol=rtol)
+
+
+def assert_rounded(actual, ref64, dtype, name):
+    """``actual`` has ``dtype`` and is the float64 reference ``ref64`` rounded once (compared with
+    the unrounded reference: rounding both sides could split a tie by one ulp)."""
+    assert actual.dtype == dtype, f"{name}: dtype {actual.dtype} != {np.dtype(dtype)}"
+    assert_close(actual, ref64, check_dtype=False, **rounding_tol(dtype, ref64), name=name)

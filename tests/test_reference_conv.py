@@ -4,7 +4,7 @@ Oracles: torch (optional, CPU float64), central differences, and an integer comp
 """
 import numpy as np
 import pytest
-from helpers import assert_close, check_grads
+from helpers import assert_close, assert_rounded, check_grads, rounding_tol
 
 from cvkernels.reference import (conv2d, conv2d_backward, conv2d_forward, conv_transpose2d,
                                  conv_transpose2d_backward, conv_transpose2d_forward)
@@ -15,27 +15,6 @@ SEEDS = [0, 1, 2]
 # Finite differences of a function that is linear in each input have no truncation error;
 # what is left is rounding, eps64 * |sum(f*g)| / h ~ 1e-16 * 1e1 / 1e-6 = 1e-9.
 FD_TOL = dict(atol=1e-7, rtol=1e-6)
-
-
-def _tol(dtype, expected):
-    """Bounds for our result vs torch's float64 on the same inputs.
-
-    Ours is the float64 result rounded once to ``dtype`` (half an ulp: rtol = 2^-p); the two
-    float64 computations sum in different orders, which costs at most a few eps64 per term of
-    sums of < 1e3 terms: 1e-12 of the output's largest magnitude. float16 subnormals round to
-    2^-25 absolute.
-    """
-    scale = float(np.max(np.abs(expected))) if np.size(expected) else 0.0
-    dt = np.dtype(dtype)
-    rtol = {np.float16: 2.0**-11, np.float32: 2.0**-24, np.float64: 1e-12}[dt.type]
-    return dict(atol=1e-12 * scale + (2.0**-25 if dt == np.float16 else 0.0), rtol=rtol)
-
-
-def _assert_rounded(actual, ref64, dtype, name):
-    """``actual`` has ``dtype`` and is the float64 reference ``ref64`` rounded once (compared with
-    the unrounded reference: rounding both sides could split a tie by one ulp)."""
-    assert actual.dtype == dtype, f"{name}: dtype {actual.dtype} != {np.dtype(dtype)}"
-    assert_close(actual, ref64, check_dtype=False, **_tol(dtype, ref64), name=name)
 
 
 def _torch_run(fn_name, arrays, kwargs, grad_out=None, args=()):
@@ -95,11 +74,11 @@ def test_conv2d_matches_torch(xs, ws, has_bias, kw):
     g = _rand(rng, out.shape)
     ref, (rgx, rgw, rgb) = _torch_run("conv2d", [x, w, b], kw, g)
     gx, gw, gb = conv2d_backward(g, x, w, b, **kw)
-    assert_close(out, ref, **_tol(np.float64, ref), name="out")
-    assert_close(gx, rgx, **_tol(np.float64, rgx), name="grad_input")
-    assert_close(gw, rgw, **_tol(np.float64, rgw), name="grad_weight")
+    assert_close(out, ref, **rounding_tol(np.float64, ref), name="out")
+    assert_close(gx, rgx, **rounding_tol(np.float64, rgx), name="grad_input")
+    assert_close(gw, rgw, **rounding_tol(np.float64, rgw), name="grad_weight")
     if has_bias:
-        assert_close(gb, rgb, **_tol(np.float64, rgb), name="grad_bias")
+        assert_close(gb, rgb, **rounding_tol(np.float64, rgb), name="grad_bias")
     else:
         assert gb is None
 
@@ -114,11 +93,11 @@ def test_conv_transpose2d_matches_torch(xs, ws, has_bias, kw):
     g = _rand(rng, out.shape)
     ref, (rgx, rgw, rgb) = _torch_run("conv_transpose2d", [x, w, b], kw, g)
     gx, gw, gb = conv_transpose2d_backward(g, x, w, b, **kw)
-    assert_close(out, ref, **_tol(np.float64, ref), name="out")
-    assert_close(gx, rgx, **_tol(np.float64, rgx), name="grad_input")
-    assert_close(gw, rgw, **_tol(np.float64, rgw), name="grad_weight")
+    assert_close(out, ref, **rounding_tol(np.float64, ref), name="out")
+    assert_close(gx, rgx, **rounding_tol(np.float64, rgx), name="grad_input")
+    assert_close(gw, rgw, **rounding_tol(np.float64, rgw), name="grad_weight")
     if has_bias:
-        assert_close(gb, rgb, **_tol(np.float64, rgb), name="grad_bias")
+        assert_close(gb, rgb, **rounding_tol(np.float64, rgb), name="grad_bias")
     else:
         assert gb is None
 
@@ -130,7 +109,7 @@ def test_conv_transpose2d_positional_order_matches_torch():
     args = (2, 1, 1, 2, 2)
     ref = _torch_run("conv_transpose2d", [x, w, b], {}, args=args)
     out = conv_transpose2d(x, w, b, *args)
-    assert_close(out, ref, **_tol(np.float64, ref), name="out")
+    assert_close(out, ref, **rounding_tol(np.float64, ref), name="out")
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
@@ -140,17 +119,17 @@ def test_low_precision_is_the_rounded_float64_result(dtype):
     kw = dict(stride=2, padding=1, groups=2)
     out = conv2d(x, w, b, **kw)
     ref = _torch_run("conv2d", [x, w, b], kw)
-    _assert_rounded(out, ref, dtype, name="conv2d out")
+    assert_rounded(out, ref, dtype, name="conv2d out")
     g = _rand(rng, out.shape, dtype)
     grads = conv2d_backward(g, x, w, b, **kw)
     _, rgrads = _torch_run("conv2d", [x, w, b], kw, g)
     for name, a, r in zip(["grad_input", "grad_weight", "grad_bias"], grads, rgrads):
-        _assert_rounded(a, r, dtype, name=name)
+        assert_rounded(a, r, dtype, name=name)
     xt, wt = _rand(rng, (2, 4, 5, 5), dtype), _rand(rng, (4, 3, 3, 3), dtype)
     kwt = dict(stride=2, output_padding=1)
     out = conv_transpose2d(xt, wt, None, **kwt)
     ref = _torch_run("conv_transpose2d", [xt, wt, None], kwt)
-    _assert_rounded(out, ref, dtype, name="conv_transpose2d out")
+    assert_rounded(out, ref, dtype, name="conv_transpose2d out")
 
 
 def test_aliases():

@@ -1,7 +1,7 @@
 """cvkernels.reference batch_norm / layer_norm: forward, running statistics and backward."""
 import numpy as np
 import pytest
-from helpers import assert_close, check_grads
+from helpers import assert_close, assert_rounded, check_grads, rounding_tol
 
 from cvkernels.reference import (batch_norm, batch_norm_backward, batch_norm_forward, layer_norm,
                                  layer_norm_backward, layer_norm_forward)
@@ -10,23 +10,6 @@ SEEDS = [0, 1, 2]
 # Central differences with h = 1e-6: truncation h^2 * f''' / 6 ~ 1e-12 for these O(1) functions,
 # rounding eps64 * |sum(f*g)| / h ~ 1e-16 * 1e1 / 1e-6 = 1e-9.
 FD_TOL = dict(atol=1e-7, rtol=1e-6)
-
-
-def _tol(dtype, expected):
-    """Bounds for our result vs torch's float64 on the same inputs: one rounding to ``dtype``
-    (rtol = 2^-p) plus float64 differences in the order of operations (1e-12 of the largest
-    magnitude; the reductions have < 1e3 terms); float16 subnormals round to 2^-25 absolute."""
-    scale = float(np.max(np.abs(expected))) if np.size(expected) else 0.0
-    dt = np.dtype(dtype)
-    rtol = {np.float16: 2.0**-11, np.float32: 2.0**-24, np.float64: 1e-12}[dt.type]
-    return dict(atol=1e-12 * scale + (2.0**-25 if dt == np.float16 else 0.0), rtol=rtol)
-
-
-def _assert_rounded(actual, ref64, dtype, name):
-    """``actual`` has ``dtype`` and is the float64 reference ``ref64`` rounded once (compared with
-    the unrounded reference: rounding both sides could split a tie by one ulp)."""
-    assert actual.dtype == dtype, f"{name}: dtype {actual.dtype} != {np.dtype(dtype)}"
-    assert_close(actual, ref64, check_dtype=False, **_tol(dtype, ref64), name=name)
 
 
 def _t(torch, a, grad=False):
@@ -69,14 +52,14 @@ def test_batch_norm_matches_torch(shape, affine, training, momentum):
     args = (w, b, training, momentum, 1e-3)
     grads = batch_norm_backward(g, x, rm.copy(), rv.copy(), *args)   # before rm/rv update
     out = batch_norm(x, rm, rv, *args)
-    assert_close(out, ref, **_tol(np.float64, ref.detach().numpy()), name="out")
-    assert_close(rm, t_rm, **_tol(np.float64, t_rm.numpy()), name="running_mean")
-    assert_close(rv, t_rv, **_tol(np.float64, t_rv.numpy()), name="running_var")
+    assert_close(out, ref, **rounding_tol(np.float64, ref.detach().numpy()), name="out")
+    assert_close(rm, t_rm, **rounding_tol(np.float64, t_rm.numpy()), name="running_mean")
+    assert_close(rv, t_rv, **rounding_tol(np.float64, t_rv.numpy()), name="running_var")
     for name, a, t in zip(["grad_input", "grad_weight", "grad_bias"], grads, [tx, tw, tb]):
         if t is None:
             assert a is None, name
         else:
-            assert_close(a, t.grad, **_tol(np.float64, t.grad.numpy()), name=name)
+            assert_close(a, t.grad, **rounding_tol(np.float64, t.grad.numpy()), name=name)
 
 
 def test_batch_norm_without_running_stats_matches_torch():
@@ -88,11 +71,11 @@ def test_batch_norm_without_running_stats_matches_torch():
     g = rng.standard_normal(x.shape)
     ref.backward(torch.from_numpy(g))
     assert_close(batch_norm(x, None, None, w, b, training=True), ref,
-                 **_tol(np.float64, ref.detach().numpy()), name="out")
+                 **rounding_tol(np.float64, ref.detach().numpy()), name="out")
     for name, a, t in zip(["grad_input", "grad_weight", "grad_bias"],
                           batch_norm_backward(g, x, None, None, w, b, training=True),
                           [tx, tw, tb]):
-        assert_close(a, t.grad, **_tol(np.float64, t.grad.numpy()), name=name)
+        assert_close(a, t.grad, **rounding_tol(np.float64, t.grad.numpy()), name=name)
 
 
 def test_batch_norm_cumulative_average_matches_torch_module():
@@ -106,10 +89,10 @@ def test_batch_norm_cumulative_average_matches_torch_module():
         x = rng.standard_normal((2, 3, 4, 5)) * (step + 1)
         ref = mod(torch.from_numpy(x))
         out = batch_norm(x, rm, rv, None, None, True, None, num_batches_tracked=nbt)
-        assert_close(out, ref, **_tol(np.float64, ref.detach().numpy()), name="out")
-    assert_close(rm, mod.running_mean, **_tol(np.float64, mod.running_mean.numpy()),
+        assert_close(out, ref, **rounding_tol(np.float64, ref.detach().numpy()), name="out")
+    assert_close(rm, mod.running_mean, **rounding_tol(np.float64, mod.running_mean.numpy()),
                  name="running_mean")
-    assert_close(rv, mod.running_var, **_tol(np.float64, mod.running_var.numpy()),
+    assert_close(rv, mod.running_var, **rounding_tol(np.float64, mod.running_var.numpy()),
                  name="running_var")
     assert_close(nbt, mod.num_batches_tracked.reshape(1), atol=0, rtol=0,
                  name="num_batches_tracked")
@@ -142,10 +125,10 @@ def test_batch_norm_low_precision_is_the_rounded_float64_result(dtype):
         ref = torch.nn.functional.batch_norm(tx, _t(torch, rm), _t(torch, rv), tw, tb, training)
         ref.backward(torch.from_numpy(g.astype(np.float64)))
         grads = batch_norm_backward(g, x, rm, rv, w, b, training)
-        _assert_rounded(batch_norm(x, rm.copy(), rv.copy(), w, b, training),
+        assert_rounded(batch_norm(x, rm.copy(), rv.copy(), w, b, training),
                         ref.detach().numpy(), dtype, name="out")
         for name, a, t in zip(["grad_input", "grad_weight", "grad_bias"], grads, [tx, tw, tb]):
-            _assert_rounded(a, t.grad.numpy(), dtype, name=name)
+            assert_rounded(a, t.grad.numpy(), dtype, name=name)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -188,13 +171,13 @@ def test_layer_norm_matches_torch(shape, ns, affine):
     g = rng.standard_normal(shape)
     ref.backward(torch.from_numpy(g))
     out = layer_norm(x, ns, w, b, 1e-4)
-    assert_close(out, ref, **_tol(np.float64, ref.detach().numpy()), name="out")
+    assert_close(out, ref, **rounding_tol(np.float64, ref.detach().numpy()), name="out")
     grads = layer_norm_backward(g, x, ns, w, b, 1e-4)
     for name, a, t in zip(["grad_input", "grad_weight", "grad_bias"], grads, [tx, tw, tb]):
         if t is None:
             assert a is None, name
         else:
-            assert_close(a, t.grad, **_tol(np.float64, t.grad.numpy()), name=name)
+            assert_close(a, t.grad, **rounding_tol(np.float64, t.grad.numpy()), name=name)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
@@ -207,10 +190,10 @@ def test_layer_norm_low_precision_is_the_rounded_float64_result(dtype):
     tx, tw, tb = _t(torch, x, True), _t(torch, w, True), _t(torch, b, True)
     ref = torch.nn.functional.layer_norm(tx, (4, 6), tw, tb)
     ref.backward(torch.from_numpy(g.astype(np.float64)))
-    _assert_rounded(layer_norm(x, (4, 6), w, b), ref.detach().numpy(), dtype, name="out")
+    assert_rounded(layer_norm(x, (4, 6), w, b), ref.detach().numpy(), dtype, name="out")
     for name, a, t in zip(["grad_input", "grad_weight", "grad_bias"],
                           layer_norm_backward(g, x, (4, 6), w, b), [tx, tw, tb]):
-        _assert_rounded(a, t.grad.numpy(), dtype, name=name)
+        assert_rounded(a, t.grad.numpy(), dtype, name=name)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -1,7 +1,7 @@
 """cvkernels.reference max_pool2d / avg_pool2d / adaptive_avg_pool2d: forward and backward."""
 import numpy as np
 import pytest
-from helpers import assert_close, check_grads
+from helpers import assert_close, assert_rounded, check_grads, rounding_tol
 
 from cvkernels.reference import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward,
                                  adaptive_avg_pool2d_forward, avg_pool2d, avg_pool2d_backward,
@@ -12,23 +12,6 @@ SEEDS = [0, 1, 2]
 # Pooling is (piecewise) linear: central differences carry only rounding,
 # eps64 * |sum(f*g)| / h ~ 1e-16 * 1e1 / 1e-6 = 1e-9.
 FD_TOL = dict(atol=1e-7, rtol=1e-6)
-
-
-def _tol(dtype, expected):
-    """Bounds for our result vs torch's float64 on the same inputs: one rounding to ``dtype``
-    (rtol = 2^-p) plus float64 summation-order differences (1e-12 of the largest magnitude;
-    sums of < 1e3 terms); float16 subnormals round to 2^-25 absolute."""
-    scale = float(np.max(np.abs(expected))) if np.size(expected) else 0.0
-    dt = np.dtype(dtype)
-    rtol = {np.float16: 2.0**-11, np.float32: 2.0**-24, np.float64: 1e-12}[dt.type]
-    return dict(atol=1e-12 * scale + (2.0**-25 if dt == np.float16 else 0.0), rtol=rtol)
-
-
-def _assert_rounded(actual, ref64, dtype, name):
-    """``actual`` has ``dtype`` and is the float64 reference ``ref64`` rounded once (compared with
-    the unrounded reference: rounding both sides could split a tie by one ulp)."""
-    assert actual.dtype == dtype, f"{name}: dtype {actual.dtype} != {np.dtype(dtype)}"
-    assert_close(actual, ref64, check_dtype=False, **_tol(dtype, ref64), name=name)
 
 
 def _torch_run(fn_name, x, kwargs, grad_out=None):
@@ -102,9 +85,9 @@ def test_max_pool2d_matches_torch(shape, kw):
     g = rng.standard_normal(out.shape)
     _, ref_gx = _torch_run("max_pool2d", x, kw, g)
     (gx,) = max_pool2d_backward(g, x, **kw)
-    assert_close(gx, ref_gx, **_tol(np.float64, ref_gx), name="grad_input")
+    assert_close(gx, ref_gx, **rounding_tol(np.float64, ref_gx), name="grad_input")
     (gx_idx,) = max_pool2d_backward(g, x, **kw, indices=idx)
-    assert_close(gx_idx, ref_gx, **_tol(np.float64, ref_gx), name="grad_input (indices)")
+    assert_close(gx_idx, ref_gx, **rounding_tol(np.float64, ref_gx), name="grad_input (indices)")
 
 
 @pytest.mark.parametrize("shape,kw", AVG_CASES)
@@ -115,8 +98,8 @@ def test_avg_pool2d_matches_torch(shape, kw):
     g = rng.standard_normal(out.shape)
     ref, ref_gx = _torch_run("avg_pool2d", x, kw, g)
     (gx,) = avg_pool2d_backward(g, x, **kw)
-    assert_close(out, ref, **_tol(np.float64, ref), name="out")
-    assert_close(gx, ref_gx, **_tol(np.float64, ref_gx), name="grad_input")
+    assert_close(out, ref, **rounding_tol(np.float64, ref), name="out")
+    assert_close(gx, ref_gx, **rounding_tol(np.float64, ref_gx), name="grad_input")
 
 
 @pytest.mark.parametrize("shape,size", ADAPTIVE_CASES)
@@ -127,8 +110,8 @@ def test_adaptive_avg_pool2d_matches_torch(shape, size):
     g = rng.standard_normal(out.shape)
     ref, ref_gx = _torch_run("adaptive_avg_pool2d", x, dict(output_size=size), g)
     (gx,) = adaptive_avg_pool2d_backward(g, x, size)
-    assert_close(out, ref, **_tol(np.float64, ref), name="out")
-    assert_close(gx, ref_gx, **_tol(np.float64, ref_gx), name="grad_input")
+    assert_close(out, ref, **rounding_tol(np.float64, ref), name="out")
+    assert_close(gx, ref_gx, **rounding_tol(np.float64, ref_gx), name="grad_input")
 
 
 def test_max_pool2d_ties_nan_and_inf_follow_torch():
@@ -168,11 +151,11 @@ def test_low_precision_is_the_rounded_float64_result(dtype):
     ]:
         out = fn(x, **kw)
         ref = _torch_run(name, x, kw)
-        _assert_rounded(out, ref, dtype, name=name)
+        assert_rounded(out, ref, dtype, name=name)
         g = rng.standard_normal(out.shape).astype(dtype)
         _, ref_gx = _torch_run(name, x, kw, g)
         (gx,) = globals()[f"{name}_backward"](g, x, **kw)
-        _assert_rounded(gx, ref_gx, dtype, name=f"{name} grad")
+        assert_rounded(gx, ref_gx, dtype, name=f"{name} grad")
 
 
 def test_aliases():

@@ -32,10 +32,25 @@ def sim():
         return None
 
 
+_cuda_error: list[str] = []
+
+
 @functools.cache
 def cuda():
     """The ``_cuda`` module (nvcc build), or None if no CUDA toolkit was found at install."""
     try:
         return importlib.import_module("cvkernels._cuda")
-    except ImportError:
+    except ImportError as e:
+        _cuda_error.append(str(e))
         return None
+
+
+def cuda_status() -> str:
+    """One line: whether the CUDA extension was built and loads, and if not, why."""
+    if cuda() is not None:
+        return "CUDA extension _cuda loaded"
+    err = _cuda_error[0] if _cuda_error else ""
+    if "No module named" in err:
+        return ("CUDA extension _cuda was not built (no CUDA toolkit found at install: set "
+                "CUDA_HOME or put nvcc on PATH, then reinstall)")
+    return f"CUDA extension _cuda failed to load: {err}"

@@ -110,4 +110,6 @@ def run_checks(seed: int = 0, verbose: bool = True):
         gpu = any(lbl in ("cuda", "rawkernel") for lbl, _ in paths)
         print(f"\n{n_ok}/{len(rows)} checks passed on {len(paths)} kernel paths"
               + ("" if gpu else " (no CUDA device found: the kernels ran on the CPU simulator)"))
+        if not gpu:
+            print(_ext.cuda_status())
     return rows

@@ -30,8 +30,10 @@ def main(argv=None) -> int:
     if args.cmd == "demo":
         from . import demo
         return demo.main(args.rest)
+    from . import _ext
     from ._backend import available_backends
     print(" ".join(available_backends()))
+    print(_ext.cuda_status())
     return 0
 
 

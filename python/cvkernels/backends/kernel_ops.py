@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import _ext
 from .._checks import check_dim, check_ndim
-from ..reference.matmul import _check_matmul, _unbroadcast
+from ..reference.matmul import _check_matmul, _unbroadcast, promote_1d
 from . import get
 
 #: A CUDA stream handle to launch on, set by the dispatcher for torch callers.
@@ -158,13 +158,7 @@ def matmul_forward(rt, input, other):
 def matmul_backward(rt, grad_out, input, other):
     """``(grad_input, grad_other)`` via two more products; broadcast batch dims are summed."""
     xp = rt.xp
-    a = input[None, :] if input.ndim == 1 else input
-    b = other[:, None] if other.ndim == 1 else other
-    g = grad_out
-    if input.ndim == 1:
-        g = xp.expand_dims(g, -2)
-    if other.ndim == 1:
-        g = xp.expand_dims(g, -1)
+    a, b, g = promote_1d(input, other, grad_out, xp)
     ga = matmul_forward(rt, g, xp.swapaxes(b, -1, -2))
     gb = matmul_forward(rt, xp.swapaxes(a, -1, -2), g)
     ga = _unbroadcast(ga, a.shape).reshape(input.shape)

@@ -48,24 +48,27 @@ def _unbroadcast(g, shape):
     return g
 
 
+def promote_1d(a, b, g, xp):
+    """torch.matmul's 1-D promotion for the backward: a [K] -> [1, K], b [K] -> [K, 1], with
+    the matching unit axes put back into the output gradient ``g``."""
+    if a.ndim == 1:
+        a, g = a[None, :], xp.expand_dims(g, -2)
+    if b.ndim == 1:
+        b, g = b[:, None], xp.expand_dims(g, -1)
+    return a, b, g
+
+
 def matmul_backward(grad_out, input, other):
     """Gradients of ``matmul_forward(input, other)``.
 
     Signature: ``matmul_backward(grad_out, input, other) -> (grad_input, grad_other)``.
     """
-    a, b = input.astype(np.float64), other.astype(np.float64)
-    g = np.asarray(grad_out, dtype=np.float64)
-    a2 = a[None, :] if a.ndim == 1 else a          # promote 1-D as torch does
-    b2 = b[:, None] if b.ndim == 1 else b
-    g2 = g
-    if a.ndim == 1:
-        g2 = np.expand_dims(g2, -2)
-    if b.ndim == 1:
-        g2 = np.expand_dims(g2, -1)
-    ga = np.matmul(g2, np.swapaxes(b2, -1, -2))
-    gb = np.matmul(np.swapaxes(a2, -1, -2), g2)
-    ga = _unbroadcast(ga, a2.shape).reshape(a.shape)
-    gb = _unbroadcast(gb, b2.shape).reshape(b.shape)
+    a, b, g = promote_1d(input.astype(np.float64), other.astype(np.float64),
+                         np.asarray(grad_out, dtype=np.float64), np)
+    ga = np.matmul(g, np.swapaxes(b, -1, -2))
+    gb = np.matmul(np.swapaxes(a, -1, -2), g)
+    ga = _unbroadcast(ga, a.shape).reshape(input.shape)
+    gb = _unbroadcast(gb, b.shape).reshape(other.shape)
     return ga.astype(input.dtype), gb.astype(other.dtype)
 
 
