@@ -5,6 +5,8 @@ Every backend implements each op with the signature of its reference in ``cvkern
 """
 from __future__ import annotations
 
+import contextlib
+
 from . import _backend, backends
 from ._arrays import GPU, _is_torch, common_kind, kind_of, restorer, to_native
 
@@ -18,19 +20,33 @@ def _call(op: str, direction: str, args, kwargs):
     example = next((a for a in list(args) + list(kwargs.values()) if kind_of(a) is not None),
                    None)
     back = restorer(example)
-    token = None
-    if kind == GPU and _is_torch(example):  # launch on the caller's torch stream
-        import torch
-        from .backends.kernel_ops import STREAM_HINT
-        token = STREAM_HINT.set(torch.cuda.current_stream(example.device).cuda_stream)
-    try:
+    with _torch_context(example if kind == GPU else None):
         out = impl(*[to_native(a) for a in args], **{k: to_native(v) for k, v in kwargs.items()})
-    finally:
-        if token is not None:
-            STREAM_HINT.reset(token)
     if isinstance(out, tuple):
         return tuple(back(o) for o in out)
     return back(out)
+
+
+@contextlib.contextmanager
+def _torch_context(example):
+    """For torch CUDA callers: run on torch's current stream and allocate every output and
+    temporary from torch's caching allocator, as a torch op would."""
+    if example is None or not _is_torch(example):
+        yield
+        return
+    import cupy
+    import torch
+    device = example.device
+
+    def torch_alloc(size):
+        buf = torch.empty(max(size, 1), dtype=torch.uint8, device=device)
+        mem = cupy.cuda.UnownedMemory(buf.data_ptr(), size, buf)  # keeps `buf` alive
+        return cupy.cuda.MemoryPointer(mem, 0)
+
+    stream = torch.cuda.current_stream(device)
+    with cupy.cuda.Device(device.index), cupy.cuda.ExternalStream(stream.cuda_stream), \
+            cupy.cuda.using_allocator(torch_alloc):
+        yield
 
 
 def forward(op: str, *args, **kwargs):

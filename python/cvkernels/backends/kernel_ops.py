@@ -14,7 +14,6 @@ The kernels are fp32; other dtypes raise TypeError on these backends.
 """
 from __future__ import annotations
 
-import contextvars
 import functools
 import math
 
@@ -24,10 +23,6 @@ from .. import _ext
 from .._checks import check_dim, check_ndim
 from ..reference.matmul import _check_matmul, _unbroadcast, promote_1d
 from . import get
-
-#: A CUDA stream handle to launch on, set by the dispatcher for torch callers.
-STREAM_HINT: contextvars.ContextVar = contextvars.ContextVar("cvk_stream", default=None)
-
 
 # ---- runtimes ---------------------------------------------------------------------------------
 class ExtRuntime:
@@ -40,10 +35,7 @@ class ExtRuntime:
         return 0 if a is None else (a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr)
 
     def stream(self) -> int:
-        if self.xp is np:
-            return 0
-        hint = STREAM_HINT.get()
-        return hint if hint is not None else self.xp.cuda.get_current_stream().ptr
+        return 0 if self.xp is np else self.xp.cuda.get_current_stream().ptr
 
     def matmul(self, a, b, bias, c, batch, M, N, K, sa, sb, ta, tb):
         self.ext.launch_matmul_forward(self.ptr(a), self.ptr(b), self.ptr(bias), self.ptr(c),
@@ -77,12 +69,7 @@ class RawRuntime:
     def _launch(self, plan, *args):
         from . import rawkernel
         fn = rawkernel.module(plan.source, self.module_cls).get_function(plan.kernel)
-        hint = STREAM_HINT.get()
-        if hint is not None and self.xp is not np:
-            with self.xp.cuda.ExternalStream(hint):
-                fn(plan.grid, plan.block, args, shared_mem=plan.smem)
-        else:
-            fn(plan.grid, plan.block, args, shared_mem=plan.smem)
+        fn(plan.grid, plan.block, args, shared_mem=plan.smem)  # CuPy: on its current stream
 
     def matmul(self, a, b, bias, c, batch, M, N, K, sa, sb, ta, tb):
         plan = self.plans().plan_matmul_forward(batch, M, N, K, ta, tb, bias is not None)
