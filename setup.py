@@ -13,6 +13,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -55,7 +56,18 @@ class CMakeBuild(build_ext):
         subprocess.check_call(["cmake", "--build", str(build_dir), "-j", jobs])
 
 
+class BuildPyWithKernels(build_py):
+    """Ship kernels/ inside the package (the rawkernel backend compiles it at run time). An
+    editable install reads it from the checkout instead."""
+
+    def run(self):
+        super().run()
+        if not getattr(self, "editable_mode", False):
+            shutil.copytree(ROOT / "kernels", Path(self.build_lib) / "cvkernels" / "kernels",
+                            dirs_exist_ok=True)
+
+
 setup(
     ext_modules=[CMakeExtension("cvkernels._cudasim")],
-    cmdclass={"build_ext": CMakeBuild},
+    cmdclass={"build_ext": CMakeBuild, "build_py": BuildPyWithKernels},
 )
