@@ -90,6 +90,8 @@ void launch_typed(void (*fn)(Ts...), const std::string& name, const Plan& p, std
                 [&] { fn(std::get<I>(vals)...); });
   } catch (const sim::LaunchError& e) {
     throw std::runtime_error(name + ": launch failed: " + e.what());
+  } catch (const sim::UsageError& e) {
+    throw std::runtime_error(name + ": " + e.what());
   }
 #else
   void* ptrs[] = {static_cast<void*>(&std::get<I>(vals))...};

@@ -167,3 +167,40 @@ def test_cuda_and_rawkernel_agree_bitwise():
         got_cuda = to_numpy(fn(cuda, *[put(cuda, v) for v in args]))
         got_raw = to_numpy(fn(raw, *[put(raw, v) for v in args]))
         np.testing.assert_array_equal(got_cuda, got_raw)
+
+
+@pytest.mark.parametrize("ta,tb,with_bias", [(False, False, False), (True, False, False),
+                                             (False, True, True), (True, True, False)])
+def test_matmul_big_tile(rt, ta, tb, with_bias):
+    """33 x (2 x 2) tiles of 128x128 reach the plan's threshold (132 tiles), so this runs the
+    128x128/8x8 instantiation the large benchmarks use; 129x130 also leaves ragged edges."""
+    M, N, Kd, batch = 129, 130, 9, 33
+    plans = (rt.ext if hasattr(rt, "ext") else rt.plans())
+    assert plans.plan_matmul_forward(batch, M, N, Kd, ta, tb, with_bias).kernel.startswith(
+        "matmul_forward_kernel<128, 128")
+    rng = np.random.default_rng(int(ta) * 2 + int(tb))
+    a = rng.integers(-4, 5, (batch, Kd, M)).astype(np.float32).swapaxes(1, 2) if ta else \
+        rng.integers(-4, 5, (batch, M, Kd)).astype(np.float32)
+    b = rng.integers(-4, 5, (batch, N, Kd)).astype(np.float32).swapaxes(1, 2) if tb else \
+        rng.integers(-4, 5, (batch, Kd, N)).astype(np.float32)
+    bias = rng.integers(-4, 5, N).astype(np.float32) if with_bias else None
+    c = rt.xp.empty((batch, M, N), dtype=np.float32)
+    a_in, b_in = put(rt, a), put(rt, b)
+    a3, sa, ta_ = K._operand(rt, a_in, (batch,))
+    b3, sb, tb_ = K._operand(rt, b_in, (batch,))
+    assert (ta_, tb_) == (ta, tb)                      # the transposed views are read in place
+    rt.matmul(a3, b3, None if bias is None else put(rt, bias), c, batch, M, N, Kd, sa, sb, ta, tb)
+    expect = (a.astype(np.int64) @ b.astype(np.int64)).astype(np.float32)
+    if with_bias:
+        expect = expect + bias
+    assert_close(c, expect, atol=0, rtol=0)            # small integers: exact
+
+
+def test_backward_rejects_misshapen_grad_out(rt):
+    x, w = put(rt, np.zeros((3, 4), np.float32)), put(rt, np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"linear_backward: grad_out must have the output's "
+                                         r"shape \(3, 2\), got \(2, 3\)"):
+        K.linear_backward(rt, put(rt, np.zeros((2, 3), np.float32)), x, w)
+    with pytest.raises(ValueError, match=r"matmul_backward: grad_out must have the output's "
+                                         r"shape \(3, 2\), got \(2, 3\)"):
+        K.matmul_backward(rt, put(rt, np.zeros((2, 3), np.float32)), x, w.T)

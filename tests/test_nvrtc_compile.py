@@ -38,3 +38,28 @@ def test_nvrtc_compiles_for_sm90(source):
         lowered = _check(nvrtc.nvrtcGetLoweredName(prog, n.encode()))
         assert lowered.startswith(b"_Z"), (n, lowered)
     nvrtc.nvrtcDestroyProgram(prog)
+
+
+def test_cuda_extension_embeds_sm80_and_sm90():
+    """The nvcc build's default targets (issue: sm_80 and sm_90, with PTX)."""
+    import os
+    import shutil
+    import subprocess
+
+    from cvkernels import _ext
+    if _ext.cuda() is None:
+        pytest.skip("the CUDA extension was not built (no toolkit at install)")
+    if os.environ.get("CVK_CUDA_ARCHS"):
+        pytest.skip("CVK_CUDA_ARCHS overrides the default architectures")
+    import sysconfig
+    from pathlib import Path
+    wheel_tool = Path(sysconfig.get_paths()["purelib"]) / "nvidia/cu13/bin/cuobjdump"
+    candidates = [shutil.which("cuobjdump"), "/usr/local/cuda/bin/cuobjdump", str(wheel_tool)]
+    tool = next((t for t in candidates if t and os.path.exists(t)), None)
+    if tool is None:
+        pytest.skip("cuobjdump not found (pip install nvidia-cuda-cuobjdump)")
+    so = _ext.cuda().__file__
+    elf = subprocess.run([tool, "--list-elf", so], capture_output=True, text=True).stdout
+    ptx = subprocess.run([tool, "--list-ptx", so], capture_output=True, text=True).stdout
+    assert "sm_80" in elf and "sm_90" in elf, elf[-500:]
+    assert "sm_90" in ptx or "compute_90" in ptx, ptx[-500:]

@@ -3,7 +3,11 @@
 //   warp_intrinsics_kernel  out[t*8 + j]: shuffles (idx, xor, down, up, width 8), ballot, any,
 //                           all of in[t]; one block, blockDim.x % 32 == 0
 //   atomics_kernel          every thread hits the same counters: atomicAdd (float, int),
-//                           atomicMax/Min (int, float), and an atomicCAS loop (int)
+//                           atomicMax/Min (int, float), and atomicCAS loops (int, float)
+//   warp_partial_mask_kernel  divergent lanes with their own masks: lanes 0-15 shuffle and
+//                           vote among themselves, lanes 16-23 likewise, lanes 24-31 return
+//   warp_mask_misuse_kernel every lane calls a shuffle whose mask names only lane 0: undefined
+//                           on a GPU (never launched there), an error on the simulator
 //   indexing_smem_kernel    3-D grid and block; each block reverses its inputs through dynamic
 //                           shared memory (extern __shared__) and tags them with its indices
 // Tensors: int32/float32 1-D buffers as documented per kernel. Not library operators.
@@ -25,13 +29,30 @@ __global__ void warp_intrinsics_kernel(const int* in, int* out) {
   __syncwarp();
 }
 
-// fcount[0] += 1; fcount[1] = max(t); fcount[2] = min(-t)
+__global__ void warp_partial_mask_kernel(const int* in, int* out) {
+  const int t = threadIdx.x, lane = t & 31;
+  const int v = in[t];
+  if (lane < 16) {
+    out[t * 2] = __shfl_xor_sync(0x0000ffffu, v, 1);
+    out[t * 2 + 1] = static_cast<int>(__ballot_sync(0x0000ffffu, v & 1));
+    __syncwarp(0x0000ffffu);
+  } else if (lane < 24) {
+    out[t * 2] = __shfl_down_sync(0x00ff0000u, v, 2, 8);
+    out[t * 2 + 1] = __any_sync(0x00ff0000u, v == 3);
+  }
+}
+
+__global__ void warp_mask_misuse_kernel(const int* in, int* out) {
+  out[threadIdx.x] = __shfl_sync(0x1u, in[threadIdx.x], 0);
+}
+
+// fcount[0] += 1; fcount[1] = max(t); fcount[2] = min(-t); fcount[3] += 0.5 by CAS
 // icount[0] += 1; icount[1] = max(t); icount[2] = min(-t); icount[3] += 2 by CAS
 __global__ void atomics_kernel(float* fcount, int* icount) {
   const int t = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   atomicAdd(fcount, 1.0f);
-  cvk::atomic_max(fcount + 1, static_cast<float>(t));
-  cvk::atomic_min(fcount + 2, static_cast<float>(-t));
+  atomicMax(fcount + 1, static_cast<float>(t));
+  atomicMin(fcount + 2, static_cast<float>(-t));
   atomicAdd(icount, 1);
   atomicMax(icount + 1, t);
   atomicMin(icount + 2, -t);
@@ -40,6 +61,11 @@ __global__ void atomics_kernel(float* fcount, int* icount) {
     assumed = old;
     old = atomicCAS(icount + 3, assumed, assumed + 2);
   } while (old != assumed);
+  float fold = atomicAdd(fcount + 3, 0.0f), fassumed;
+  do {
+    fassumed = fold;
+    fold = atomicCAS(fcount + 3, fassumed, fassumed + 0.5f);
+  } while (__float_as_int(fold) != __float_as_int(fassumed));
 }
 
 // out[i] for i in block b (linear), thread t (linear): in[b*nt + nt-1-t] + 1000*b + t... see test

@@ -51,11 +51,11 @@ def common_kind(fn: str, named: dict):
 
 def to_native(x):
     """View ``x`` as a numpy array (host) or a CuPy array (GPU); other values pass through."""
+    if isinstance(x, (list, tuple)):   # e.g. roi boxes given as a list of [L, 4] arrays
+        return type(x)(to_native(v) for v in x)
     k = kind_of(x)
     if k is None or isinstance(x, np.ndarray):
         return x
-    if isinstance(x, (list, tuple)):
-        return type(x)(to_native(v) for v in x)
     if k == HOST:
         return x.detach().numpy() if _is_torch(x) else np.asarray(x)
     import cupy

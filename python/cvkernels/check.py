@@ -49,6 +49,14 @@ def _cases(rng):
         cases.append(("matmul", f"{M}x{Kd} @ {Kd}x{N}",
                       lambda rt, put, a=a, b=b: K.matmul_forward(rt, put(a), put(b)),
                       _f64(a) @ _f64(b), (Kd + 2) * U32 * (np.abs(_f64(a)) @ np.abs(_f64(b)))))
+    a, b = r(31, 129), r(31, 17)          # A read transposed in place (TRANS_A)
+    cases.append(("matmul (A transposed)", "(31x129)^T @ 31x17",
+                  lambda rt, put, a=a, b=b: K.matmul_forward(rt, put(a).T, put(b)),
+                  _f64(a).T @ _f64(b), 33 * U32 * (np.abs(_f64(a)).T @ np.abs(_f64(b)))))
+    a, b = r(33, 129, 9), r(33, 9, 130)   # 132 tiles: the 128x128 instantiation
+    cases.append(("matmul (128x128 tiles)", "33 x (129x9 @ 9x130)",
+                  lambda rt, put, a=a, b=b: K.matmul_forward(rt, put(a), put(b)),
+                  _f64(a) @ _f64(b), 11 * U32 * (np.abs(_f64(a)) @ np.abs(_f64(b)))))
     x, w, bias = r(3, 37, 45), r(29, 45), r(29)
     cases.append(("linear", "3x37x45, W 29x45, bias",
                   lambda rt, put, x=x, w=w, bias=bias: K.linear_forward(rt, put(x), put(w), put(bias)),
@@ -77,6 +85,13 @@ def _cases(rng):
         cases.append(("softmax backward", f"{rows}x{cols}",
                       lambda rt, put, gy=gy, y32=y32: K.softmax_backward(rt, put(gy), put(y32))[0],
                       dx64, budget * scale))
+        ly32 = ly64.astype(np.float32)
+        (ldx64,) = ref.log_softmax_backward(_f64(gy), _f64(ly32))
+        lscale = np.abs(gy).sum(1, keepdims=True) * np.exp(_f64(ly32)) + np.abs(gy)
+        cases.append(("log_softmax backward", f"{rows}x{cols}",
+                      lambda rt, put, gy=gy, ly32=ly32:
+                      K.log_softmax_backward(rt, put(gy), put(ly32))[0],
+                      ldx64, budget * lscale))
     return cases
 
 

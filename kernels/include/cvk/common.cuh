@@ -59,27 +59,38 @@ __device__ __forceinline__ float block_allreduce(float v, Op op, float* scratch)
   return r;
 }
 
-// Float atomic max/min (CUDA has none): a CAS loop on the bits. The simulator checks them too.
-__device__ __forceinline__ float atomic_max(float* addr, float v) {
-  int* a = reinterpret_cast<int*>(addr);
-  int old = atomicAdd(a, 0), assumed;  // an atomic read: others write concurrently
-  do {
-    assumed = old;
-    if (__int_as_float(assumed) >= v) break;
-    old = atomicCAS(a, assumed, __float_as_int(v));
-  } while (old != assumed);
-  return __int_as_float(old);
-}
-
-__device__ __forceinline__ float atomic_min(float* addr, float v) {
-  int* a = reinterpret_cast<int*>(addr);
-  int old = atomicAdd(a, 0), assumed;  // an atomic read: others write concurrently
-  do {
-    assumed = old;
-    if (__int_as_float(assumed) <= v) break;
-    old = atomicCAS(a, assumed, __float_as_int(v));
-  } while (old != assumed);
-  return __int_as_float(old);
-}
-
 }  // namespace cvk
+
+// Float atomicCAS / atomicMax / atomicMin, which CUDA lacks: CAS loops on the bits, the same
+// code on the GPU and in the simulator. The loop starts from an atomic read (others write
+// concurrently). NaN arguments never replace the stored value.
+__device__ __forceinline__ float atomicCAS(float* addr, float compare, float val) {
+  return __int_as_float(atomicCAS(reinterpret_cast<int*>(addr), __float_as_int(compare),
+                                  __float_as_int(val)));
+}
+
+template <class Better>
+__device__ __forceinline__ float cvk_atomic_float_update(float* addr, float v, Better better) {
+  int* a = reinterpret_cast<int*>(addr);
+  int old = atomicAdd(a, 0), assumed;
+  do {
+    assumed = old;
+    if (!better(v, __int_as_float(assumed))) break;
+    old = atomicCAS(a, assumed, __float_as_int(v));
+  } while (old != assumed);
+  return __int_as_float(old);
+}
+
+struct CvkGreater {
+  __device__ __forceinline__ bool operator()(float a, float b) const { return a > b; }
+};
+struct CvkLess {
+  __device__ __forceinline__ bool operator()(float a, float b) const { return a < b; }
+};
+
+__device__ __forceinline__ float atomicMax(float* addr, float v) {
+  return cvk_atomic_float_update(addr, v, CvkGreater());
+}
+__device__ __forceinline__ float atomicMin(float* addr, float v) {
+  return cvk_atomic_float_update(addr, v, CvkLess());
+}

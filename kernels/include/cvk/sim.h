@@ -4,8 +4,9 @@
 // They run the blocks of G one after another: every host thread plays the same threadIdx in
 // each block, and a barrier over all of them separates consecutive blocks. Within a block:
 //   - __syncthreads() is a barrier over the block's threads that have not returned;
-//   - warp intrinsics (shuffles, votes, __syncwarp) meet at a per-warp barrier and exchange
-//     values through per-warp slots;
+//   - warp intrinsics (shuffles, votes, __syncwarp) meet at a barrier of the lanes their mask
+//     names (those still running), and exchange values through per-warp slots; lanes outside
+//     the mask may be elsewhere, as on Volta and later;
 //   - static __shared__ variables are function-local statics (one copy, reused by each block in
 //     turn), and dynamic shared memory is one heap buffer of exactly the launch's size;
 //   - atomics are std::atomic_ref with relaxed order, as CUDA's atomics are.
@@ -13,8 +14,10 @@
 // happens-before edges a CUDA program has: a missing __syncthreads is reported as a data race,
 // and with AddressSanitizer an out-of-bounds store is reported as a buffer overflow.
 //
-// What it does not model fails to compile (no declaration) or aborts with a message: partial-warp
-// shuffles and votes, cooperative groups, inline PTX, texture and surface objects.
+// What it does not model fails to compile: cooperative groups, inline PTX (`asm` is poisoned),
+// texture and surface objects and the intrinsics sim.h does not declare. Misuse it can detect
+// at run time (a lane calling a warp intrinsic whose mask leaves it out, dynamic shared memory
+// with none launched) raises an exception that the launch reports as an error.
 #pragma once
 #ifndef CVK_SIM
 #error "cvk/sim.h is the CPU simulator; include cvk/common.cuh instead"
@@ -25,11 +28,12 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <bit>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -72,10 +76,9 @@ constexpr int warpSize = 32;
 
 namespace cvk::sim {
 
-[[noreturn]] inline void fatal(const char* what) {
-  std::fprintf(stderr, "cvk sim: %s\n", what);
-  std::abort();
-}
+struct UsageError : std::logic_error {
+  explicit UsageError(const std::string& what) : std::logic_error("cvk sim: " + what) {}
+};
 
 // A barrier whose participant count shrinks as threads return from the kernel, the way exited
 // CUDA threads stop counting towards __syncthreads.
@@ -114,9 +117,9 @@ class Barrier {
 };
 
 struct Warp {
-  Barrier bar;
-  unsigned alive_mask = 0;  // lanes still running the kernel, changed under the warp's lock
   std::mutex m;
+  unsigned alive_mask = 0;  // lanes still running the kernel; guarded by m
+  std::map<unsigned, std::unique_ptr<Barrier>> bars;  // one barrier per participant mask; m
   unsigned long long slot[32] = {};
   int pred[32] = {};
 };
@@ -135,37 +138,48 @@ struct ThreadState {
 inline thread_local ThreadState tls;
 
 inline void* dynamic_smem() {
-  if (!tls.block || !tls.block->dyn_smem) fatal("dynamic shared memory used but 0 bytes launched");
+  if (!tls.block || !tls.block->dyn_smem)
+    throw UsageError("dynamic shared memory used but 0 bytes launched");
   return tls.block->dyn_smem;
 }
 
-inline void check_full_mask(unsigned mask) {
-  std::lock_guard<std::mutex> g(tls.warp->m);
-  if ((mask & tls.warp->alive_mask) != tls.warp->alive_mask)
-    fatal("warp intrinsic with a mask that leaves out running lanes is not modelled");
+// The barrier of the lanes `mask` names that are still running; created by the first of them
+// to arrive. Lanes that return later retire from it (see launch), as exited lanes do in CUDA.
+inline Barrier& warp_barrier(unsigned mask) {
+  Warp& w = *tls.warp;
+  std::lock_guard<std::mutex> g(w.m);
+  if (!((mask >> tls.lane) & 1u))
+    throw UsageError("lane " + std::to_string(tls.lane) + " called a warp intrinsic whose mask " +
+                     "does not include it");
+  auto& bar = w.bars[mask];
+  if (!bar) {
+    bar.reset(new Barrier);
+    bar->reset(std::popcount(mask & w.alive_mask));
+  }
+  return *bar;
 }
 
 template <class T>
 T warp_exchange(unsigned mask, T v, int src_lane) {
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of >8-byte type");
-  check_full_mask(mask);
+  Barrier& bar = warp_barrier(mask);
   Warp& w = *tls.warp;
   unsigned long long bits = 0;
   std::memcpy(&bits, &v, sizeof(T));
   w.slot[tls.lane] = bits;
-  w.bar.wait();
-  unsigned long long got = w.slot[src_lane];
-  w.bar.wait();  // nobody overwrites a slot before every lane has read
+  bar.wait();
+  unsigned long long got = w.slot[src_lane];  // a lane outside the mask: its last value
+  bar.wait();  // nobody overwrites a slot before every lane has read
   T out;
   std::memcpy(&out, &got, sizeof(T));
   return out;
 }
 
 inline unsigned warp_vote(unsigned mask, int pred) {
-  check_full_mask(mask);
+  Barrier& bar = warp_barrier(mask);
   Warp& w = *tls.warp;
   w.pred[tls.lane] = pred != 0;
-  w.bar.wait();
+  bar.wait();
   unsigned alive;
   {
     std::lock_guard<std::mutex> g(w.m);
@@ -173,9 +187,9 @@ inline unsigned warp_vote(unsigned mask, int pred) {
   }
   unsigned ballot = 0;
   for (int l = 0; l < 32; ++l)
-    if (((alive >> l) & 1u) && w.pred[l]) ballot |= 1u << l;
-  w.bar.wait();
-  return ballot & mask;
+    if (((mask & alive) >> l & 1u) && w.pred[l]) ballot |= 1u << l;
+  bar.wait();
+  return ballot;
 }
 
 inline int lane_in_width(int width) { return tls.lane & ~(width - 1); }
@@ -211,7 +225,7 @@ inline void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function
     blk.bar.reset(static_cast<int>(nthreads));
     for (int w = 0; w < nwarps; ++w) {
       int lanes = static_cast<int>(std::min<unsigned long long>(32, nthreads - 32ull * w));
-      blk.warps[w]->bar.reset(lanes);
+      blk.warps[w]->bars.clear();
       blk.warps[w]->alive_mask = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
     }
   };
@@ -242,8 +256,9 @@ inline void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function
       {
         std::lock_guard<std::mutex> g(tls.warp->m);
         tls.warp->alive_mask &= ~(1u << tls.lane);
+        for (auto& [mask, bar] : tls.warp->bars)
+          if ((mask >> tls.lane) & 1u) bar->retire();
       }
-      tls.warp->bar.retire();
       blk.bar.retire();
       between.wait();
     }
@@ -261,10 +276,7 @@ inline void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function
 
 // ---- synchronisation and warp intrinsics ------------------------------------------------------
 inline void __syncthreads() { ::cvk::sim::tls.block->bar.wait(); }
-inline void __syncwarp(unsigned mask = 0xffffffffu) {
-  ::cvk::sim::check_full_mask(mask);
-  ::cvk::sim::tls.warp->bar.wait();
-}
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::cvk::sim::warp_barrier(mask).wait(); }
 template <class T>
 T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
   return ::cvk::sim::warp_exchange(mask, v, ::cvk::sim::lane_in_width(width) + (src & (width - 1)));
@@ -290,8 +302,10 @@ T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
 inline unsigned __ballot_sync(unsigned mask, int pred) { return ::cvk::sim::warp_vote(mask, pred); }
 inline int __any_sync(unsigned mask, int pred) { return ::cvk::sim::warp_vote(mask, pred) != 0; }
 inline int __all_sync(unsigned mask, int pred) { return ::cvk::sim::warp_vote(mask, !pred) == 0; }
+// Inline PTX cannot run here: wrap it in a cvk/ helper with a simulator implementation.
+#define asm CVK_SIM_CANNOT_RUN_INLINE_PTX
 
-// ---- atomics (relaxed, as on the GPU) --------------------------------------------------------
+// ---- atomics (relaxed, as on the GPU); the float max/min/CAS overloads are in common.cuh --------------------------------------------------------
 template <class T>
 inline T __cvk_atomic_add(T* p, T v) {
   return std::atomic_ref<T>(*p).fetch_add(v, std::memory_order_relaxed);
@@ -317,10 +331,8 @@ template <class T>
 inline T __cvk_min(T a, T b) { return b < a ? b : a; }
 inline int atomicMax(int* p, int v) { return __cvk_atomic_update(p, [v](int o) { return __cvk_max(o, v); }); }
 inline unsigned atomicMax(unsigned* p, unsigned v) { return __cvk_atomic_update(p, [v](unsigned o) { return __cvk_max(o, v); }); }
-inline float atomicMax(float* p, float v) { return __cvk_atomic_update(p, [v](float o) { return std::fmax(o, v); }); }
 inline int atomicMin(int* p, int v) { return __cvk_atomic_update(p, [v](int o) { return __cvk_min(o, v); }); }
 inline unsigned atomicMin(unsigned* p, unsigned v) { return __cvk_atomic_update(p, [v](unsigned o) { return __cvk_min(o, v); }); }
-inline float atomicMin(float* p, float v) { return __cvk_atomic_update(p, [v](float o) { return std::fmin(o, v); }); }
 template <class T>
 inline T __cvk_atomic_cas(T* p, T compare, T val) {
   std::atomic_ref<T>(*p).compare_exchange_strong(compare, val, std::memory_order_relaxed);
@@ -331,7 +343,6 @@ inline unsigned atomicCAS(unsigned* p, unsigned c, unsigned v) { return __cvk_at
 inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long c, unsigned long long v) {
   return __cvk_atomic_cas(p, c, v);
 }
-inline float atomicCAS(float* p, float c, float v) { return __cvk_atomic_cas(p, c, v); }
 inline int atomicExch(int* p, int v) { return std::atomic_ref<int>(*p).exchange(v, std::memory_order_relaxed); }
 inline float atomicExch(float* p, float v) { return std::atomic_ref<float>(*p).exchange(v, std::memory_order_relaxed); }
 

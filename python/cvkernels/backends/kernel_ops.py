@@ -142,9 +142,19 @@ def matmul_forward(rt, input, other):
     return out
 
 
+def _check_grad_out(fn, grad_out, shape):
+    if tuple(grad_out.shape) != tuple(shape):
+        raise ValueError(f"{fn}: grad_out must have the output's shape {tuple(shape)}, got "
+                         f"{tuple(grad_out.shape)}")
+
+
 def matmul_backward(rt, grad_out, input, other):
     """``(grad_input, grad_other)`` via two more products; broadcast batch dims are summed."""
     xp = rt.xp
+    out_shape = (np.broadcast_shapes(input.shape[:-2], other.shape[:-2])
+                 + tuple(input.shape[-2:-1])                     # M, absent for 1-D input
+                 + (tuple(other.shape[-1:]) if other.ndim > 1 else ()))  # N, absent for 1-D
+    _check_grad_out("matmul_backward", grad_out, out_shape)
     a, b, g = promote_1d(input, other, grad_out, xp)
     ga = matmul_forward(rt, g, xp.swapaxes(b, -1, -2))
     gb = matmul_forward(rt, xp.swapaxes(a, -1, -2), g)
@@ -185,8 +195,8 @@ def linear_forward(rt, input, weight, bias=None):
 
 def linear_backward(rt, grad_out, input, weight, bias=None):
     """``(grad_input, grad_weight, grad_bias)``: g @ W and g^T @ x on the SGEMM kernel."""
-    xp = rt.xp
     out_f, in_f = weight.shape
+    _check_grad_out("linear_backward", grad_out, tuple(input.shape[:-1]) + (out_f,))
     rows = math.prod(input.shape[:-1])
     g2 = grad_out.reshape(rows, out_f)
     gx = matmul_forward(rt, g2, weight).reshape(input.shape)
@@ -197,7 +207,7 @@ def linear_backward(rt, grad_out, input, weight, bias=None):
 
 def _rows_view(rt, x, dim, fn):
     """(x with `dim` moved last, contiguous, as [rows, cols]; the normalised dim)."""
-    d = check_dim(fn, "dim", dim, x.ndim) if x.ndim else 0
+    d = check_dim(fn, "dim", dim, x.ndim)  # 0-d: dim in [-1, 0], as torch
     xm = rt.xp.moveaxis(x, d, -1) if x.ndim else x.reshape(1)
     xm = rt.xp.ascontiguousarray(xm)
     cols = xm.shape[-1] if xm.ndim else 1

@@ -11,7 +11,8 @@ __all__ = ["softmax", "softmax_forward", "softmax_backward",
 
 def _prep(fn, input, dim):
     check_float(fn, "input", input)
-    return check_dim(fn, "dim", dim, input.ndim) if input.ndim else None
+    d = check_dim(fn, "dim", dim, input.ndim)  # 0-d: dim in [-1, 0], as torch
+    return d if input.ndim else None            # a 0-d input reduces over itself
 
 
 def softmax_forward(input, dim=-1):
