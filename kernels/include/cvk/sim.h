@@ -10,9 +10,10 @@
 //   - static __shared__ variables are function-local statics (one copy, reused by each block in
 //     turn), and dynamic shared memory is one heap buffer of exactly the launch's size;
 //   - atomics are std::atomic_ref with relaxed order, as CUDA's atomics are.
-// All synchronisation is mutex + condition variable, so ThreadSanitizer sees exactly the
-// happens-before edges a CUDA program has: a missing __syncthreads is reported as a data race,
-// and with AddressSanitizer an out-of-bounds store is reported as a buffer overflow.
+// Barriers synchronise through atomics and sleep in raw futex calls, so ThreadSanitizer sees
+// the happens-before edges a CUDA program has and no others: a missing __syncthreads is
+// reported as a data race, and with AddressSanitizer an out-of-bounds store is reported as a
+// buffer overflow. (Linux only: the simulator uses futex.)
 //
 // What it does not model fails to compile: cooperative groups, inline PTX (`asm` is poisoned),
 // texture and surface objects and the intrinsics sim.h does not declare. Misuse it can detect
@@ -23,10 +24,14 @@
 #error "cvk/sim.h is the CPU simulator; include cvk/common.cuh instead"
 #endif
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <climits>
 #include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -82,44 +87,79 @@ struct UsageError : std::logic_error {
 
 // A barrier whose participant count shrinks as threads return from the kernel, the way exited
 // CUDA threads stop counting towards __syncthreads.
+//
+// It synchronises through atomics only (acquire/release on one state word and one generation
+// counter) and sleeps in raw futex calls, which ThreadSanitizer does not see. A mutex would add
+// happens-before edges CUDA does not have: a thread woken late from barrier k re-locks the
+// mutex after a faster thread locked it on its way into barrier k+1, which orders the fast
+// thread's writes before the slow thread's reads and hides exactly the races we look for.
 class Barrier {
  public:
-  void reset(int n) {
-    std::lock_guard<std::mutex> g(m_);
-    expected_ = n;
-    arrived_ = 0;
+  void reset(int n) {  // only while no thread is inside the barrier
+    state_.store(pack(n, 0), std::memory_order_relaxed);
   }
   void wait() {
-    std::unique_lock<std::mutex> lk(m_);
-    const unsigned long gen = gen_;
-    if (++arrived_ == expected_) {
-      release_locked();
-    } else {
-      cv_.wait(lk, [&] { return gen_ != gen; });
+    const unsigned gen = gen_.load(std::memory_order_acquire);
+    unsigned long long s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+      const unsigned e = expected(s), a = arrived(s) + 1;
+      if (a == e) {
+        if (state_.compare_exchange_weak(s, pack(e, 0), std::memory_order_acq_rel)) {
+          release();
+          return;
+        }
+      } else if (state_.compare_exchange_weak(s, pack(e, a), std::memory_order_acq_rel)) {
+        break;
+      }
     }
+    while (gen_.load(std::memory_order_acquire) == gen) futex_wait(gen);
   }
   void retire() {
-    std::lock_guard<std::mutex> g(m_);
-    --expected_;
-    if (arrived_ > 0 && arrived_ == expected_) release_locked();
+    unsigned long long s = state_.load(std::memory_order_relaxed);
+    for (;;) {
+      const unsigned e = expected(s) - 1, a = arrived(s);
+      const bool completes = a > 0 && a == e;
+      if (state_.compare_exchange_weak(s, pack(e, completes ? 0 : a),
+                                       std::memory_order_acq_rel)) {
+        if (completes) release();
+        return;
+      }
+    }
   }
 
  private:
-  void release_locked() {
-    arrived_ = 0;
-    ++gen_;
-    cv_.notify_all();
+  static unsigned long long pack(unsigned e, unsigned a) {
+    return (static_cast<unsigned long long>(e) << 32) | a;
   }
-  std::mutex m_;
-  std::condition_variable cv_;
-  int expected_ = 0, arrived_ = 0;
-  unsigned long gen_ = 0;
+  static unsigned expected(unsigned long long s) { return static_cast<unsigned>(s >> 32); }
+  static unsigned arrived(unsigned long long s) { return static_cast<unsigned>(s); }
+  void release() {
+    gen_.fetch_add(1, std::memory_order_release);
+    syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+            nullptr, 0);
+  }
+  void futex_wait(unsigned gen) {
+    syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAIT_PRIVATE, gen, nullptr,
+            nullptr, 0);
+  }
+  std::atomic<unsigned long long> state_{0};  // expected << 32 | arrived
+  std::atomic<unsigned> gen_{0};
+  static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned), "futex needs a plain word");
 };
 
+// Per-warp state. The mutex guards the barrier table; lanes take it only inside warp
+// intrinsics, and at exit only once some lane has used one. (So lanes of one warp that call
+// intrinsics are ordered by that mutex as well: a missing __syncwarp between them can go
+// unreported. Barriers between warps and blocks add no such edges.)
+struct WarpBarrier {
+  unsigned members;  // the lanes counted in: the mask's lanes running when it was created
+  Barrier bar;
+};
 struct Warp {
   std::mutex m;
-  unsigned alive_mask = 0;  // lanes still running the kernel; guarded by m
-  std::map<unsigned, std::unique_ptr<Barrier>> bars;  // one barrier per participant mask; m
+  std::atomic<unsigned> alive_mask{0};  // lanes still running the kernel
+  std::atomic<bool> used{false};        // some lane has created a warp barrier
+  std::map<unsigned, std::unique_ptr<WarpBarrier>> bars;  // by participant mask; guarded by m
   unsigned long long slot[32] = {};
   int pred[32] = {};
 };
@@ -151,12 +191,18 @@ inline Barrier& warp_barrier(unsigned mask) {
   if (!((mask >> tls.lane) & 1u))
     throw UsageError("lane " + std::to_string(tls.lane) + " called a warp intrinsic whose mask " +
                      "does not include it");
-  auto& bar = w.bars[mask];
-  if (!bar) {
-    bar.reset(new Barrier);
-    bar->reset(std::popcount(mask & w.alive_mask));
+  auto& wb = w.bars[mask];
+  if (!wb) {
+    // Relaxed operations with seq_cst fences, here and at lane exit (see launch): the fences
+    // give the store-buffering guarantee, and relaxed accesses add no happens-before edges
+    // that could hide a race from ThreadSanitizer.
+    w.used.store(true, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    wb.reset(new WarpBarrier);
+    wb->members = mask & w.alive_mask.load(std::memory_order_relaxed);
+    wb->bar.reset(std::popcount(wb->members));
   }
-  return *bar;
+  return wb->bar;
 }
 
 template <class T>
@@ -180,11 +226,7 @@ inline unsigned warp_vote(unsigned mask, int pred) {
   Warp& w = *tls.warp;
   w.pred[tls.lane] = pred != 0;
   bar.wait();
-  unsigned alive;
-  {
-    std::lock_guard<std::mutex> g(w.m);
-    alive = w.alive_mask;
-  }
+  const unsigned alive = w.alive_mask.load(std::memory_order_relaxed);
   unsigned ballot = 0;
   for (int l = 0; l < 32; ++l)
     if (((mask & alive) >> l & 1u) && w.pred[l]) ballot |= 1u << l;
@@ -226,7 +268,9 @@ inline void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function
     for (int w = 0; w < nwarps; ++w) {
       int lanes = static_cast<int>(std::min<unsigned long long>(32, nthreads - 32ull * w));
       blk.warps[w]->bars.clear();
-      blk.warps[w]->alive_mask = lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1);
+      blk.warps[w]->used.store(false, std::memory_order_relaxed);
+      blk.warps[w]->alive_mask.store(lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1),
+                                     std::memory_order_relaxed);
     }
   };
   Barrier between;  // separates consecutive blocks; never shrinks
@@ -253,11 +297,16 @@ inline void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function
         std::lock_guard<std::mutex> g(err_m);
         if (!err) err = std::current_exception();
       }
-      {
-        std::lock_guard<std::mutex> g(tls.warp->m);
-        tls.warp->alive_mask &= ~(1u << tls.lane);
-        for (auto& [mask, bar] : tls.warp->bars)
-          if ((mask >> tls.lane) & 1u) bar->retire();
+      // Leave the warp. The fences pair with warp_barrier's: either a barrier's creator saw
+      // this lane gone, or this lane sees `used` and retires from the barriers it counts in.
+      Warp& w = *tls.warp;
+      const unsigned bit = 1u << tls.lane;
+      w.alive_mask.fetch_and(~bit, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (w.used.load(std::memory_order_relaxed)) {
+        std::lock_guard<std::mutex> g(w.m);
+        for (auto& [mask, wb] : w.bars)
+          if (wb->members & bit) wb->bar.retire();
       }
       blk.bar.retire();
       between.wait();
