@@ -305,29 +305,12 @@ class Torch:
 
 def cvk_runtimes(dev):
     """[(impl name, runtime factory)] for the two cvkernels launch paths on this device."""
-    from cvkernels import _ext
-    from cvkernels.backends import kernel_ops as K
+    from functools import partial
 
-    if dev.kind == "host":
-        def sim():
-            if _ext.sim() is None:
-                raise RuntimeError("cvkernels._cudasim is not built (pip install -e .)")
-            return K.ExtRuntime("sim", _ext.sim(), dev.np)
+    from cvkernels.backends.kernel_ops import make_runtime
 
-        def sim_raw():
-            from cvkernels.backends.rawkernel import SimRawModule
-            return K.RawRuntime("sim-rawkernel", dev.np, SimRawModule)
-        return [("cvk-sim", sim), ("cvk-sim-rawkernel", sim_raw)]
-
-    def cuda():
-        if _ext.cuda() is None:
-            raise RuntimeError("cvkernels._cuda is not built (no nvcc found at install, or the "
-                               "build failed: see build.log)")
-        return K.ExtRuntime("cuda", _ext.cuda(), dev.cp)
-
-    def raw():
-        return K.RawRuntime("rawkernel", dev.cp, dev.cp.RawModule)
-    return [("cvk-cuda", cuda), ("cvk-rawkernel", raw)]
+    names = ["sim", "sim-rawkernel"] if dev.kind == "host" else ["cuda", "rawkernel"]
+    return [(f"cvk-{n}", partial(make_runtime, n)) for n in names]
 
 
 def matmul_impls(dev, torch_peer):

@@ -5,24 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvkernels import _ext
-from cvkernels.backends import kernel_ops
-from cvkernels.backends.rawkernel import SimRawModule
-
-
-def make_runtime(name):
-    if name == "sim-launcher":
-        return kernel_ops.ExtRuntime("sim", _ext.sim(), np)
-    if name == "sim-rawkernel":
-        return kernel_ops.RawRuntime("sim-rawkernel", np, SimRawModule)
-    import cupy
-    if name == "cuda":
-        return kernel_ops.ExtRuntime("cuda", _ext.cuda(), cupy)
-    return kernel_ops.RawRuntime("rawkernel", cupy, cupy.RawModule)
-
+from cvkernels.backends.kernel_ops import make_runtime
 
 RUNTIMES = [
-    pytest.param("sim-launcher", marks=pytest.mark.sim),
+    pytest.param("sim", marks=pytest.mark.sim),
     pytest.param("sim-rawkernel", marks=pytest.mark.sim),
     pytest.param("cuda", marks=pytest.mark.gpu),
     pytest.param("rawkernel", marks=pytest.mark.gpu),

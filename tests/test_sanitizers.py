@@ -39,21 +39,24 @@ def launch(kernel, threads):
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.skipif(SANITIZER != "thread", reason="ThreadSanitizer control")
-def test_tsan_reports_missing_syncthreads():
-    good = launch("reverse_kernel", 1000)
-    assert good.returncode == 0 and "ThreadSanitizer" not in good.stderr, good.stderr[-3000:]
-    bad = launch("reverse_racy_kernel", 1000)
-    assert "WARNING: ThreadSanitizer: data race" in bad.stderr, bad.stderr[-3000:]
-    assert "reverse_through_smem<false>" in bad.stderr  # the race is in the kernel's shared buffer
+# (sanitizer, correct twin, planted bug, threads, what the report must say, where)
+CONTROLS = [
+    ("thread", "reverse_kernel", "reverse_racy_kernel", 1000,
+     "WARNING: ThreadSanitizer: data race", "reverse_through_smem<false>"),  # shared buffer race
+    ("address", "copy_kernel", "copy_oob_kernel", 1024,
+     "ERROR: AddressSanitizer: heap-buffer-overflow", "copy_oob_kernel"),
+]
+
+
+@pytest.mark.parametrize("sanitizer,good_kernel,bad_kernel,threads,report,where", CONTROLS,
+                         ids=["tsan-missing-syncthreads", "asan-out-of-bounds-store"])
+def test_sanitizer_reports_planted_bug(sanitizer, good_kernel, bad_kernel, threads, report,
+                                       where):
+    if SANITIZER != sanitizer:
+        pytest.skip(f"{sanitizer} sanitizer control; this build is {SANITIZER}")
+    good = launch(good_kernel, threads)
+    assert good.returncode == 0 and "Sanitizer" not in good.stderr, good.stderr[-3000:]
+    bad = launch(bad_kernel, threads)
+    assert report in bad.stderr, bad.stderr[-3000:]
+    assert where in bad.stderr
     assert bad.returncode != 0
-
-
-@pytest.mark.skipif(SANITIZER != "address", reason="AddressSanitizer control")
-def test_asan_reports_out_of_bounds_store():
-    good = launch("copy_kernel", 1024)
-    assert good.returncode == 0 and "AddressSanitizer" not in good.stderr, good.stderr[-3000:]
-    bad = launch("copy_oob_kernel", 1024)
-    assert "ERROR: AddressSanitizer: heap-buffer-overflow" in bad.stderr, bad.stderr[-3000:]
-    assert "copy_oob_kernel" in bad.stderr
-    assert bad.returncode != 0 and "finished" not in bad.stdout

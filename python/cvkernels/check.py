@@ -12,26 +12,20 @@ import numpy as np
 
 from . import _ext, reference as ref
 from .backends import kernel_ops as K
-from .backends.rawkernel import SimRawModule
 
 U32 = 2.0 ** -24
 
 
 def runtimes():
     """(label, runtime) for every kernel path this machine can run."""
-    out = []
-    if _ext.sim() is not None:
-        out.append(("sim", K.ExtRuntime("sim", _ext.sim(), np)))
-        out.append(("sim-rawkernel", K.RawRuntime("sim-rawkernel", np, SimRawModule)))
+    names = ["sim", "sim-rawkernel"] if _ext.sim() is not None else []
     try:
         import cupy
         if cupy.cuda.runtime.getDeviceCount() > 0:
-            if _ext.cuda() is not None:
-                out.append(("cuda", K.ExtRuntime("cuda", _ext.cuda(), cupy)))
-            out.append(("rawkernel", K.RawRuntime("rawkernel", cupy, cupy.RawModule)))
+            names += (["cuda"] if _ext.cuda() is not None else []) + ["rawkernel"]
     except Exception:  # no CuPy, no driver, no device: the GPU paths are simply absent
         pass
-    return out
+    return [(n, K.make_runtime(n)) for n in names]
 
 
 def _f64(a):

@@ -20,8 +20,8 @@ import math
 import numpy as np
 
 from .. import _ext
-from .._checks import check_dim, check_ndim
-from ..reference.matmul import _check_matmul, _unbroadcast, promote_1d
+from .._checks import check_dim
+from ..reference.matmul import _check_linear, _check_matmul, _unbroadcast, promote_1d
 from . import get
 
 # ---- runtimes ---------------------------------------------------------------------------------
@@ -163,16 +163,6 @@ def matmul_backward(rt, grad_out, input, other):
     return xp.ascontiguousarray(ga), xp.ascontiguousarray(gb)
 
 
-def _check_linear(fn, input, weight, bias):
-    check_ndim(fn, "weight", weight, 2)
-    if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
-        raise ValueError(f"{fn}: input's last dimension must equal weight.shape[1]="
-                         f"{weight.shape[1]}, got input shape {tuple(input.shape)}")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"{fn}: bias must have shape ({weight.shape[0]},), got "
-                         f"{tuple(bias.shape)}")
-
-
 def linear_forward(rt, input, weight, bias=None):
     """``input @ weight.T + bias`` on the SGEMM kernel with the bias fused into its epilogue."""
     _check_linear("linear", input, weight, bias)
@@ -273,20 +263,26 @@ OPS = {
 }
 
 
-# ---- registration -----------------------------------------------------------------------------
-def _runtime_factory(name):
+# ---- runtimes by name, and registration ------------------------------------------------------
+def make_runtime(name: str):
+    """The runtime called ``name``: ``sim`` and ``sim-rawkernel`` (numpy arrays, the simulator,
+    through the pybind11 launchers resp. the rawkernel launch code), ``cuda`` and ``rawkernel``
+    (CuPy arrays, a GPU)."""
     if name == "sim":
-        return lambda: ExtRuntime("sim", _ext.sim(), np)
+        if _ext.sim() is None:
+            raise RuntimeError("cvkernels._cudasim is not built (pip install -e .)")
+        return ExtRuntime("sim", _ext.sim(), np)
+    if name == "sim-rawkernel":
+        from .rawkernel import SimRawModule
+        return RawRuntime("sim-rawkernel", np, SimRawModule)
+    import cupy
     if name == "cuda":
-        def make():
-            import cupy
-            return ExtRuntime("cuda", _ext.cuda(), cupy)
-        return make
-
-    def make_raw():
-        import cupy
+        if _ext.cuda() is None:
+            raise RuntimeError(_ext.cuda_status())
+        return ExtRuntime("cuda", _ext.cuda(), cupy)
+    if name == "rawkernel":
         return RawRuntime("rawkernel", cupy, cupy.RawModule)
-    return make_raw
+    raise ValueError(f"make_runtime: unknown runtime {name!r}")
 
 
 def _bind(op_fn, make_rt):
@@ -299,6 +295,5 @@ def _bind(op_fn, make_rt):
 
 
 for _name in ("sim", "cuda", "rawkernel"):
-    _make = _runtime_factory(_name)
     for (_op, _dir), _fn in OPS.items():
-        get(_name).register(_op, _dir, _bind(_fn, _make))
+        get(_name).register(_op, _dir, _bind(_fn, functools.partial(make_runtime, _name)))

@@ -72,9 +72,7 @@ def matmul_backward(grad_out, input, other):
     return ga.astype(input.dtype), gb.astype(other.dtype)
 
 
-def linear_forward(input, weight, bias=None):
-    """``input @ weight.T + bias``; input ``[..., in]``, weight ``[out, in]``, bias ``[out]``."""
-    fn = "linear"
+def _check_linear(fn, input, weight, bias):
     check_float(fn, "input", input)
     check_float(fn, "weight", weight)
     check_ndim(fn, "weight", weight, 2)
@@ -83,10 +81,15 @@ def linear_forward(input, weight, bias=None):
                          f"{weight.shape[1]}, got input shape {tuple(input.shape)}")
     if bias is not None:
         check_float(fn, "bias", bias)
-        if bias.shape != (weight.shape[0],):
+        if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"{fn}: bias must have shape ({weight.shape[0]},), "
                              f"got {tuple(bias.shape)}")
     check_same_dtype(fn, input=input, weight=weight, bias=bias)
+
+
+def linear_forward(input, weight, bias=None):
+    """``input @ weight.T + bias``; input ``[..., in]``, weight ``[out, in]``, bias ``[out]``."""
+    _check_linear("linear", input, weight, bias)
     out = input.astype(np.float64) @ weight.astype(np.float64).T
     if bias is not None:
         out = out + bias.astype(np.float64)
