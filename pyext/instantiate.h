@@ -7,6 +7,7 @@
 #include "softmax.cuh"
 #include "testing/sanitizer_controls.cuh"
 #include "testing/simulator_checks.cuh"
+#include "testing/half_checks.cuh"
 
 #define CVK_MATMUL_TILE(BM, BN, BK, TM, TN)                                               \
   CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, false, false, false>)           \
@@ -39,3 +40,15 @@ CVK_REGISTER(warp_partial_mask_kernel)
 CVK_REGISTER(warp_mask_misuse_kernel)
 CVK_REGISTER(atomics_kernel)
 CVK_REGISTER(indexing_smem_kernel)
+CVK_REGISTER(half_to_float_kernel<__half>)
+CVK_REGISTER(half_to_float_kernel<__nv_bfloat16>)
+CVK_REGISTER(float_to_half_kernel<__half>)
+CVK_REGISTER(float_to_half_kernel<__nv_bfloat16>)
+CVK_REGISTER(half_arith_kernel<__half>)
+CVK_REGISTER(half_arith_kernel<__nv_bfloat16>)
+CVK_REGISTER(vec_copy_kernel<float>)
+CVK_REGISTER(vec_copy_kernel<__half>)
+CVK_REGISTER(vec_copy_kernel<__nv_bfloat16>)
+CVK_REGISTER(vec_add_kernel<float>)
+CVK_REGISTER(vec_add_kernel<__half>)
+CVK_REGISTER(vec_add_kernel<__nv_bfloat16>)

@@ -11,6 +11,7 @@
   extern __shared__ __align__(16) unsigned char cvk_dynamic_smem_[]; \
   T* name = reinterpret_cast<T*>(cvk_dynamic_smem_)
 #endif
+#include "cvk/dtype.cuh"
 
 namespace cvk {
 
