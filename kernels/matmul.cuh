@@ -1,6 +1,7 @@
-// matmul: C[b] = op(A[b]) @ op(B[b]) (+ bias), fp32; op(X) is X or X^T (TRANS_A, TRANS_B).
+// matmul: C[b] = op(A[b]) @ op(B[b]) (+ bias); op(X) is X or X^T (TRANS_A, TRANS_B).
 //
-// Tensors (all fp32, row-major, contiguous within a batch item):
+// Tensors (all of element type T = float, __half or __nv_bfloat16; row-major, contiguous within
+// a batch item):
 //   A      [batch, M, K], or [batch, K, M] when TRANS_A; batch item b at A + b*stride_a
 //          (stride_a = 0 broadcasts one matrix over the batch)
 //   B      [batch, K, N], or [batch, N, K] when TRANS_B; likewise stride_b
@@ -12,8 +13,11 @@
 // through shared memory (A stored k-major, padded by 4 to spread the transposing stores over
 // banks). Out-of-range rows, columns and k are zero-filled on load and masked on store, so any
 // M, N, K >= 1 works.
-// Numerics: fp32 accumulate with fmaf in k order within a slice; deterministic (no atomics).
-//   Small-integer inputs give exact results.
+// Numerics: tiles are converted to fp32 as they are staged in shared memory; fp32 accumulate
+//   with fmaf in k order (acc_t); the bias is added in fp32 and C rounded once to T (round to
+//   nearest even). Deterministic (no atomics). Small-integer inputs give exact results.
+//   fp16/bf16 go through the same SIMT mainloop (no tensor cores: that is cvk/mma.cuh's
+//   matmul_tc); the 16-bit loads are scalar.
 // Napkin math (4096^3): 2*4096^3 = 137 GFLOP; at the H200's ~60 TFLOP/s fp32 peak the floor is
 //   2.3 ms (cuBLAS measured 46.6 TFLOP/s = 2.95 ms). Traffic with 128x128 tiles: each of A and B
 //   is read N/128 resp. M/128 times = 2 * 32 * 64 MiB = 4 GiB, mostly from L2.
@@ -22,31 +26,33 @@
 #pragma once
 #include "cvk/common.cuh"
 
-template <int BM, int BN, int BK, int TM, int TN, bool TRANS_A, bool TRANS_B, bool HAS_BIAS>
+template <class T, int BM, int BN, int BK, int TM, int TN, bool TRANS_A, bool TRANS_B,
+          bool HAS_BIAS>
 // At most 128 registers a thread, so two 256-thread blocks fit on an SM (one hides the other's
 // barrier stalls). ptxas -v (sm_90): 123-128 registers for 128x128 tiles, with 8-16 bytes of
 // spill in three of the eight instantiations; without the cap, 122-155 registers and one block
 // per SM. Which is faster is unmeasured.
 __global__ void __launch_bounds__((BM / TM) * (BN / TN), 2)
-matmul_forward_kernel(const float* __restrict__ A, const float* __restrict__ B,
-                      const float* __restrict__ bias, float* __restrict__ C, long long batch,
+matmul_forward_kernel(const T* __restrict__ A, const T* __restrict__ B,
+                      const T* __restrict__ bias, T* __restrict__ C, long long batch,
                       long long M, long long N, long long K, long long stride_a,
                       long long stride_b) {
   using cvk::i64;
+  using acc_t = cvk::acc_t<T>;
   constexpr int RT = BM / TM, CT = BN / TN, NT = RT * CT;  // thread rows, thread columns
   constexpr int PAD = 4;
   static_assert((BM * BK) % NT == 0 && (BN * BK) % NT == 0, "tile loads must split evenly");
-  __shared__ float As[BK][BM + PAD];
-  __shared__ float Bs[BK][BN];
+  __shared__ acc_t As[BK][BM + PAD];
+  __shared__ acc_t Bs[BK][BN];
 
   const int tid = threadIdx.x, tx = tid % CT, ty = tid / CT;
   const i64 m0 = static_cast<i64>(blockIdx.y) * BM, n0 = static_cast<i64>(blockIdx.x) * BN;
 
   for (i64 b = blockIdx.z; b < batch; b += gridDim.z) {
-    const float* Ab = A + b * stride_a;
-    const float* Bb = B + b * stride_b;
-    float* Cb = C + b * M * N;
-    float acc[TM][TN];
+    const T* Ab = A + b * stride_a;
+    const T* Bb = B + b * stride_b;
+    T* Cb = C + b * M * N;
+    acc_t acc[TM][TN];
 #pragma unroll
     for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -57,22 +63,22 @@ matmul_forward_kernel(const float* __restrict__ A, const float* __restrict__ B,
       for (int i = tid; i < BM * BK; i += NT) {  // consecutive threads read consecutive memory
         const int mm = TRANS_A ? i % BM : i / BK, kk = TRANS_A ? i / BM : i % BK;
         const i64 m = m0 + mm, k = k0 + kk;
-        float v = 0.f;
-        if (m < M && k < K) v = TRANS_A ? Ab[k * M + m] : Ab[m * K + k];
+        acc_t v = 0.f;
+        if (m < M && k < K) v = cvk::to_float(TRANS_A ? Ab[k * M + m] : Ab[m * K + k]);
         As[kk][mm] = v;
       }
 #pragma unroll
       for (int i = tid; i < BN * BK; i += NT) {
         const int nn = TRANS_B ? i / BK : i % BN, kk = TRANS_B ? i % BK : i / BN;
         const i64 n = n0 + nn, k = k0 + kk;
-        float v = 0.f;
-        if (n < N && k < K) v = TRANS_B ? Bb[n * K + k] : Bb[k * N + n];
+        acc_t v = 0.f;
+        if (n < N && k < K) v = cvk::to_float(TRANS_B ? Bb[n * K + k] : Bb[k * N + n]);
         Bs[kk][nn] = v;
       }
       __syncthreads();
 #pragma unroll
       for (int kk = 0; kk < BK; ++kk) {
-        float a[TM], bv[TN];
+        acc_t a[TM], bv[TN];
 #pragma unroll
         for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + i * RT];
 #pragma unroll
@@ -92,7 +98,9 @@ matmul_forward_kernel(const float* __restrict__ A, const float* __restrict__ B,
 #pragma unroll
       for (int j = 0; j < TN; ++j) {
         const i64 n = n0 + tx + j * CT;
-        if (n < N) Cb[m * N + n] = HAS_BIAS ? acc[i][j] + bias[n] : acc[i][j];
+        if (n < N)
+          Cb[m * N + n] = cvk::from_float<T>(HAS_BIAS ? acc[i][j] + cvk::to_float(bias[n])
+                                                      : acc[i][j]);
       }
     }
   }

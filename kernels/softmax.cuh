@@ -1,25 +1,31 @@
-// softmax / log_softmax over the last dimension, forward and backward, fp32.
-//   forward:  y = exp(x - max) / sum(exp(x - max))        (LOG: y = x - max - log(sum(...)))
+// softmax / log_softmax over the last dimension, forward and backward.
+//   forward:  y = exp(x - max) / sum(exp(x - max))        (LOG: y = (x - max) - log(sum(...)))
 //   backward: dx = y * (dy - sum(dy * y))                  (LOG: dx = dy - exp(y) * sum(dy))
-// Tensors: x, y, dy, dx are [rows, cols] fp32, contiguous (the Python layer moves `dim` last).
+// Tensors: x, y, dy, dx are [rows, cols] of T = float, __half or __nv_bfloat16, contiguous (the
+//   Python layer moves `dim` last).
 // Work split: one row per warp for short rows (BLOCK=false: blockDim.x/32 rows per block), one
-//   row per block for long rows (BLOCK=true); rows stride over the grid. VEC=4 reads float4s
-//   (the plan picks it when cols % 4 == 0 and the base pointers are 16-byte aligned).
-// Numerics: the forward keeps a running (max, sum) pair per thread ("online softmax"), merged
-//   across the warp by shuffles and across warps through shared memory, so x is read twice
-//   (stats, then output). expf/logf, not the fast intrinsics. A row of all -inf gives NaN, as in
-//   PyTorch. Deterministic.
+//   row per block for long rows (BLOCK=true); rows stride over the grid. VEC16 moves 16 bytes
+//   a load, VEC = 16/sizeof(T) elements (cvk::Packed128; the plan picks it when cols % VEC == 0
+//   and the base pointers are 16-byte aligned); otherwise one element a load.
+// Numerics: in fp32 (acc_t) whatever T is; outputs rounded once to T. The forward keeps a
+//   running (max, sum) pair per thread ("online softmax"), merged across the warp by shuffles
+//   and across warps through shared memory, so x is read twice (stats, then output).
+//   expf/logf, not the fast intrinsics. A NaN anywhere in a row makes the whole row NaN, and a
+//   row of all -inf gives NaN, as in PyTorch. log_softmax subtracts max before log(sum), so
+//   large logits keep their precision. Deterministic.
 // Napkin math (8192 x 8192 fp32): the op must move 256 MiB in + 256 MiB out = 537 MB; at the
 //   H200's ~4.2 TB/s copy rate the floor is 0.128 ms. The second read of a 32 KiB row is meant
 //   to hit L1/L2.
 #pragma once
 #include "cvk/common.cuh"
+#include "cvk/vec.cuh"
 
 namespace cvk {
 
-// Merge two (max, sum-of-exp relative to max) pairs; -inf maxima contribute nothing.
+// Merge two (max, sum-of-exp relative to max) pairs; -inf maxima contribute nothing, and a NaN
+// maximum poisons the pair (fmaxf alone would drop it).
 __device__ __forceinline__ void ms_merge(float& m, float& s, float m2, float s2) {
-  const float mn = fmaxf(m, m2);
+  const float mn = (m != m || m2 != m2) ? m + m2 : fmaxf(m, m2);
   const float a = m == neg_inf() ? 0.f : s * expf(m - mn);
   const float b = m2 == neg_inf() ? 0.f : s2 * expf(m2 - mn);
   m = mn;
@@ -73,89 +79,92 @@ struct RowGroup {
   }
 };
 
-template <int VEC>
-__device__ __forceinline__ void load_vec(const float* p, float (&v)[VEC]) {
-  if (VEC == 4) {
-    const float4 q = *reinterpret_cast<const float4*>(p);
-    v[0] = q.x;
-    v[VEC > 1 ? 1 : 0] = q.y;
-    v[VEC > 2 ? 2 : 0] = q.z;
-    v[VEC > 3 ? 3 : 0] = q.w;
+// VEC consecutive elements of T, as fp32: one 16-byte access when VEC == Packed128<T>::size.
+template <class T, int VEC>
+__device__ __forceinline__ void load_vec(const T* p, float (&v)[VEC]) {
+  if constexpr (VEC == Packed128<T>::size) {
+    const Packed128<T> q = load128(p);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) v[i] = to_float(q[i]);
   } else {
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) v[i] = p[i];
+    for (int i = 0; i < VEC; ++i) v[i] = to_float(p[i]);
   }
 }
 
-template <int VEC>
-__device__ __forceinline__ void store_vec(float* p, const float (&v)[VEC]) {
-  if (VEC == 4) {
-    *reinterpret_cast<float4*>(p) =
-        make_float4(v[0], v[VEC > 1 ? 1 : 0], v[VEC > 2 ? 2 : 0], v[VEC > 3 ? 3 : 0]);
+template <class T, int VEC>
+__device__ __forceinline__ void store_vec(T* p, const float (&v)[VEC]) {
+  if constexpr (VEC == Packed128<T>::size) {
+    Packed128<T> q;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) q[i] = from_float<T>(v[i]);
+    store128(p, q);
   } else {
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) p[i] = v[i];
+    for (int i = 0; i < VEC; ++i) p[i] = from_float<T>(v[i]);
   }
 }
 
 }  // namespace cvk
 
-template <bool LOG, bool BLOCK, int VEC>
-__global__ void softmax_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
+template <class T, bool LOG, bool BLOCK, bool VEC16>
+__global__ void softmax_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
                                        long long rows, long long cols) {
   using cvk::i64;
+  constexpr int VEC = VEC16 ? cvk::Packed128<T>::size : 1;
   __shared__ float scratch[64];
   const cvk::RowGroup<BLOCK> g;
   for (i64 row = g.first; row < rows; row += g.step) {
-    const float* xr = x + row * cols;
-    float* yr = y + row * cols;
+    const T* xr = x + row * cols;
+    T* yr = y + row * cols;
     float m = cvk::neg_inf(), s = 0.f;
     for (i64 c = static_cast<i64>(g.lane) * VEC; c < cols; c += static_cast<i64>(g.size) * VEC) {
       float v[VEC];
-      cvk::load_vec<VEC>(xr + c, v);
+      cvk::load_vec<T, VEC>(xr + c, v);
 #pragma unroll
       for (int i = 0; i < VEC; ++i) cvk::ms_merge(m, s, v[i], 1.f);
     }
     cvk::ms_allreduce<BLOCK>(m, s, scratch);
-    const float shift = LOG ? m + logf(s) : m, inv = 1.f / s;
+    const float log_s = logf(s), inv = 1.f / s;
     for (i64 c = static_cast<i64>(g.lane) * VEC; c < cols; c += static_cast<i64>(g.size) * VEC) {
       float v[VEC];
-      cvk::load_vec<VEC>(xr + c, v);
+      cvk::load_vec<T, VEC>(xr + c, v);
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) v[i] = LOG ? v[i] - shift : expf(v[i] - shift) * inv;
-      cvk::store_vec<VEC>(yr + c, v);
+      for (int i = 0; i < VEC; ++i) v[i] = LOG ? (v[i] - m) - log_s : expf(v[i] - m) * inv;
+      cvk::store_vec<T, VEC>(yr + c, v);
     }
   }
 }
 
-template <bool LOG, bool BLOCK, int VEC>
-__global__ void softmax_backward_kernel(const float* __restrict__ grad_out,
-                                        const float* __restrict__ y, float* __restrict__ grad_in,
+template <class T, bool LOG, bool BLOCK, bool VEC16>
+__global__ void softmax_backward_kernel(const T* __restrict__ grad_out, const T* __restrict__ y,
+                                        T* __restrict__ grad_in,
                                         long long rows, long long cols) {
   using cvk::i64;
+  constexpr int VEC = VEC16 ? cvk::Packed128<T>::size : 1;
   __shared__ float scratch[64];
   const cvk::RowGroup<BLOCK> g;
   for (i64 row = g.first; row < rows; row += g.step) {
-    const float* gr = grad_out + row * cols;
-    const float* yr = y + row * cols;
-    float* dr = grad_in + row * cols;
+    const T* gr = grad_out + row * cols;
+    const T* yr = y + row * cols;
+    T* dr = grad_in + row * cols;
     float acc = 0.f;  // softmax: sum(dy * y); log_softmax: sum(dy)
     for (i64 c = static_cast<i64>(g.lane) * VEC; c < cols; c += static_cast<i64>(g.size) * VEC) {
       float gv[VEC], yv[VEC];
-      cvk::load_vec<VEC>(gr + c, gv);
-      if (!LOG) cvk::load_vec<VEC>(yr + c, yv);
+      cvk::load_vec<T, VEC>(gr + c, gv);
+      if (!LOG) cvk::load_vec<T, VEC>(yr + c, yv);
 #pragma unroll
       for (int i = 0; i < VEC; ++i) acc += LOG ? gv[i] : gv[i] * yv[i];
     }
     acc = cvk::sum_allreduce<BLOCK>(acc, scratch);
     for (i64 c = static_cast<i64>(g.lane) * VEC; c < cols; c += static_cast<i64>(g.size) * VEC) {
       float gv[VEC], yv[VEC], out[VEC];
-      cvk::load_vec<VEC>(gr + c, gv);
-      cvk::load_vec<VEC>(yr + c, yv);
+      cvk::load_vec<T, VEC>(gr + c, gv);
+      cvk::load_vec<T, VEC>(yr + c, yv);
 #pragma unroll
       for (int i = 0; i < VEC; ++i)
         out[i] = LOG ? gv[i] - expf(yv[i]) * acc : yv[i] * (gv[i] - acc);
-      cvk::store_vec<VEC>(dr + c, out);
+      cvk::store_vec<T, VEC>(dr + c, out);
     }
   }
 }

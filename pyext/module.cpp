@@ -1,5 +1,11 @@
-// module.cpp: the pybind11 module, built twice: _cuda (kernels from nvcc) and _cudasim (the
-// same kernels on the CPU simulator). CVK_MODULE_NAME picks the name.
+// module.cpp: the pybind11 module over one kernel registry. Built four times, by CMake:
+//   _cudasim           the library's kernels on the CPU simulator (g++ -DCVK_SIM)
+//   _cuda              the same kernels from nvcc
+//   _cudasim_testing   test-only kernels (kernels/testing/) on the simulator
+//   _cuda_testing      the same from nvcc
+// CVK_MODULE_NAME picks the name. Everything here is generic: kernels are registered by the
+// generated instantiation files (pyext/gen_instantiations.py), and launched by name with a plan
+// (grid, block, shared memory) computed in Python from the kernel's spec.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -7,17 +13,11 @@
 #include <tuple>
 #include <vector>
 
-#include "launchers.h"
-#include "plans.h"
 #include "registry.h"
 
 namespace py = pybind11;
-using cvk::Arg;
-using cvk::Plan;
 
 namespace {
-
-py::tuple dim_tuple(const cvk::Dim& d) { return py::make_tuple(d.x, d.y, d.z); }
 
 cvk::Dim to_dim(const std::vector<unsigned>& v, const char* what) {
   if (v.empty() || v.size() > 3)
@@ -30,14 +30,15 @@ cvk::Dim to_dim(const std::vector<unsigned>& v, const char* what) {
 }
 
 // Arguments arrive as (kind, value) pairs, kind in {"ptr", "i32", "i64", "f32", "f64"}.
-std::vector<Arg> to_args(const std::vector<std::tuple<std::string, py::object>>& raw) {
-  std::vector<Arg> out;
+std::vector<cvk::Arg> to_args(const std::vector<std::tuple<std::string, py::object>>& raw) {
+  std::vector<cvk::Arg> out;
+  out.reserve(raw.size());
   for (const auto& [kind, v] : raw) {
-    if (kind == "ptr") out.push_back(Arg::ptr(v.cast<std::uintptr_t>()));
-    else if (kind == "i64") out.push_back(Arg::i64(v.cast<long long>()));
-    else if (kind == "i32") out.push_back(Arg::i32(v.cast<int>()));
-    else if (kind == "f32") out.push_back(Arg::f32(v.cast<float>()));
-    else if (kind == "f64") out.push_back(Arg::f64(v.cast<double>()));
+    if (kind == "ptr") out.push_back(cvk::Arg::ptr(v.cast<std::uintptr_t>()));
+    else if (kind == "i64") out.push_back(cvk::Arg::i64(v.cast<long long>()));
+    else if (kind == "i32") out.push_back(cvk::Arg::i32(v.cast<int>()));
+    else if (kind == "f32") out.push_back(cvk::Arg::f32(v.cast<float>()));
+    else if (kind == "f64") out.push_back(cvk::Arg::f64(v.cast<double>()));
     else throw std::invalid_argument("launch: unknown argument kind '" + kind + "'");
   }
   return out;
@@ -46,29 +47,8 @@ std::vector<Arg> to_args(const std::vector<std::tuple<std::string, py::object>>&
 }  // namespace
 
 PYBIND11_MODULE(CVK_MODULE_NAME, m) {
-  m.doc() = "cvkernels launchers (" CVK_BACKEND_DOC ")";
+  m.doc() = "cvkernels kernel registry (" CVK_BACKEND_DOC "): launch a registered kernel by name";
   m.attr("SIMULATOR") = py::bool_(CVK_IS_SIM);
-
-  py::class_<Plan>(m, "Plan", py::module_local(), "Launch plan: kernel name expression, source file, grid, block, "
-                              "dynamic shared memory bytes.")
-      .def_readonly("kernel", &Plan::kernel)
-      .def_readonly("source", &Plan::source)
-      .def_property_readonly("grid", [](const Plan& p) { return dim_tuple(p.grid); })
-      .def_property_readonly("block", [](const Plan& p) { return dim_tuple(p.block); })
-      .def_readonly("smem", &Plan::smem)
-      .def("__repr__", [](const Plan& p) {
-        return "Plan(" + p.kernel + ", grid=(" + std::to_string(p.grid.x) + "," +
-               std::to_string(p.grid.y) + "," + std::to_string(p.grid.z) + "), block=(" +
-               std::to_string(p.block.x) + "," + std::to_string(p.block.y) + "," +
-               std::to_string(p.block.z) + "), smem=" + std::to_string(p.smem) + ")";
-      });
-
-  m.def("plan_matmul_forward", &cvk::plan_matmul_forward, py::arg("batch"), py::arg("M"),
-        py::arg("N"), py::arg("K"), py::arg("trans_a"), py::arg("trans_b"), py::arg("has_bias"));
-  m.def("plan_softmax_forward", &cvk::plan_softmax_forward, py::arg("rows"), py::arg("cols"),
-        py::arg("log"), py::arg("aligned16"));
-  m.def("plan_softmax_backward", &cvk::plan_softmax_backward, py::arg("rows"), py::arg("cols"),
-        py::arg("log"), py::arg("aligned16"));
 
   m.def("kernel_names", [] {
     std::vector<std::string> names;
@@ -76,41 +56,25 @@ PYBIND11_MODULE(CVK_MODULE_NAME, m) {
     return names;
   }, "Every registered kernel instantiation, by name expression.");
 
+  m.def("kernel_signature", [](const std::string& name) {
+    return cvk::find_kernel(name).signature;
+  }, py::arg("name"), "The argument kinds of a registered kernel, from its C++ parameter types.");
+
   m.def("launch", [](const std::string& kernel, const std::vector<unsigned>& grid,
                      const std::vector<unsigned>& block, std::size_t smem, std::uintptr_t stream,
-                     const std::vector<std::tuple<std::string, py::object>>& args) {
-    Plan p;
-    p.kernel = kernel;
-    p.grid = to_dim(grid, "grid");
-    p.block = to_dim(block, "block");
-    p.smem = smem;
+                     const std::vector<std::tuple<std::string, py::object>>& args,
+                     std::size_t max_dynamic_smem) {
+    cvk::LaunchConfig c;
+    c.grid = to_dim(grid, "grid");
+    c.block = to_dim(block, "block");
+    c.smem = smem;
+    c.max_dynamic_smem = max_dynamic_smem;
     auto a = to_args(args);
+    const auto& entry = cvk::find_kernel(kernel);
     py::gil_scoped_release release;
-    cvk::launch_by_name(kernel, p, stream, a);
+    entry.launch(c, stream, a);
   }, py::arg("kernel"), py::arg("grid"), py::arg("block"), py::arg("smem"), py::arg("stream"),
-     py::arg("args"), "Launch a registered kernel by name with typed (kind, value) arguments.");
-
-  m.def("launch_matmul_forward", [](std::uintptr_t a, std::uintptr_t b, std::uintptr_t bias,
-                                    std::uintptr_t c, long long batch, long long M, long long N,
-                                    long long K, long long stride_a, long long stride_b,
-                                    bool trans_a, bool trans_b, std::uintptr_t stream) {
-    py::gil_scoped_release release;
-    cvk::launch_matmul_forward(a, b, bias, c, batch, M, N, K, stride_a, stride_b, trans_a,
-                               trans_b, stream);
-  }, py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("c"), py::arg("batch"), py::arg("M"),
-     py::arg("N"), py::arg("K"), py::arg("stride_a"), py::arg("stride_b"), py::arg("trans_a"),
-     py::arg("trans_b"), py::arg("stream") = 0);
-  m.def("launch_softmax_forward", [](std::uintptr_t x, std::uintptr_t y, long long rows,
-                                     long long cols, bool log, std::uintptr_t stream) {
-    py::gil_scoped_release release;
-    cvk::launch_softmax_forward(x, y, rows, cols, log, stream);
-  }, py::arg("x"), py::arg("y"), py::arg("rows"), py::arg("cols"), py::arg("log"),
-     py::arg("stream") = 0);
-  m.def("launch_softmax_backward", [](std::uintptr_t g, std::uintptr_t y, std::uintptr_t dx,
-                                      long long rows, long long cols, bool log,
-                                      std::uintptr_t stream) {
-    py::gil_scoped_release release;
-    cvk::launch_softmax_backward(g, y, dx, rows, cols, log, stream);
-  }, py::arg("grad_out"), py::arg("y"), py::arg("grad_in"), py::arg("rows"), py::arg("cols"),
-     py::arg("log"), py::arg("stream") = 0);
+     py::arg("args"), py::arg("max_dynamic_smem") = 48 * 1024,
+     "Launch a registered kernel by name with typed (kind, value) arguments on `stream`. "
+     "max_dynamic_smem is the kernel's MaxDynamicSharedMemorySize attribute (the opt-in).");
 }

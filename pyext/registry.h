@@ -1,10 +1,11 @@
-// registry.h: kernels by name, launched from a type-erased argument list.
+// registry.h: kernel instantiations by name, launched from a type-erased argument list.
 //
-// Each explicit instantiation is registered under the string NVRTC and CuPy also use as its
-// name expression ("softmax_forward_kernel<false, true, 4>"), so the pybind11 launchers, the
-// rawkernel path and the simulator stand-in for CuPy's RawModule all find the same kernel. The
-// same file compiles under nvcc (launch = cudaLaunchKernel) and under g++ -DCVK_SIM (launch =
-// cvk::sim::launch).
+// Each explicit instantiation is registered under the string that NVRTC and CuPy also use as
+// its name expression ("softmax_forward_kernel<float, false, true, 4>"). The registration lines
+// are generated from the kernel specs (python/cvkernels/specs/, pyext/gen_instantiations.py):
+// the name string and the template expression come from one formatter, so they cannot differ.
+// The same file compiles under nvcc (launch = cudaLaunchKernel) and under g++ -DCVK_SIM
+// (launch = cvk::sim::launch).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -16,8 +17,6 @@
 #include <utility>
 #include <vector>
 
-#include "plans.h"
-
 #ifdef CVK_SIM
 #include "cvk/common.cuh"
 #else
@@ -26,6 +25,18 @@
 
 namespace cvk {
 
+struct Dim {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+// One launch: grid, block, dynamic shared memory, and the kernel's
+// cudaFuncAttributeMaxDynamicSharedMemorySize (48 KiB unless the plan opted in to more).
+struct LaunchConfig {
+  Dim grid, block;
+  std::size_t smem = 0;
+  std::size_t max_dynamic_smem = 48 * 1024;
+};
+
 // One kernel argument with the exact C type the caller meant: CuPy would send a Python float
 // as a double, so the type travels with the value and must match the kernel's parameter.
 struct Arg {
@@ -33,7 +44,6 @@ struct Arg {
   std::uintptr_t p = 0;
   long long i = 0;
   double f = 0.0;
-  static Arg ptr(const void* v) { Arg a{PTR}; a.p = reinterpret_cast<std::uintptr_t>(v); return a; }
   static Arg ptr(std::uintptr_t v) { Arg a{PTR}; a.p = v; return a; }
   static Arg i64(long long v) { Arg a{I64}; a.i = v; return a; }
   static Arg i32(int v) { Arg a{I32}; a.i = v; return a; }
@@ -41,33 +51,46 @@ struct Arg {
   static Arg f64(double v) { Arg a{F64}; a.f = v; return a; }
 };
 
+// The short names the Python schema uses for each kind.
 inline const char* kind_name(Arg::Kind k) {
-  static const char* names[] = {"pointer", "int32", "int64", "float32", "float64"};
+  static const char* names[] = {"ptr", "i32", "i64", "f32", "f64"};
   return names[k];
 }
 
-using Launcher = std::function<void(const Plan&, std::uintptr_t stream, const std::vector<Arg>&)>;
+template <class T>
+constexpr Arg::Kind kind_of() {
+  if constexpr (std::is_pointer_v<T>) return Arg::PTR;
+  else if constexpr (std::is_same_v<T, long long>) return Arg::I64;
+  else if constexpr (std::is_same_v<T, int>) return Arg::I32;
+  else if constexpr (std::is_same_v<T, float>) return Arg::F32;
+  else if constexpr (std::is_same_v<T, double>) return Arg::F64;
+  else static_assert(!sizeof(T), "kernel parameter type without an Arg kind");
+}
 
-inline std::map<std::string, Launcher>& registry() {
-  static std::map<std::string, Launcher> r;
+using Launcher = std::function<void(const LaunchConfig&, std::uintptr_t stream,
+                                    const std::vector<Arg>&)>;
+
+struct Entry {
+  Launcher launch;
+  std::vector<std::string> signature;  // the kind of each parameter, in order
+};
+
+inline std::map<std::string, Entry>& registry() {
+  static std::map<std::string, Entry> r;
   return r;
 }
 
-inline const Launcher& find_kernel(const std::string& name) {
+inline const Entry& find_kernel(const std::string& name) {
   auto it = registry().find(name);
-  if (it == registry().end()) throw std::invalid_argument("no kernel registered as '" + name + "'");
+  if (it == registry().end())
+    throw std::invalid_argument("no kernel registered as '" + name +
+                                "' (is the extension older than the kernel specs? reinstall)");
   return it->second;
 }
 
 template <class T>
 T arg_as(const Arg& a, const std::string& kernel, size_t idx) {
-  Arg::Kind want;
-  if constexpr (std::is_pointer_v<T>) want = Arg::PTR;
-  else if constexpr (std::is_same_v<T, long long>) want = Arg::I64;
-  else if constexpr (std::is_same_v<T, int>) want = Arg::I32;
-  else if constexpr (std::is_same_v<T, float>) want = Arg::F32;
-  else if constexpr (std::is_same_v<T, double>) want = Arg::F64;
-  else static_assert(!sizeof(T), "kernel parameter type without an Arg kind");
+  constexpr Arg::Kind want = kind_of<T>();
   if (a.kind != want)
     throw std::invalid_argument(kernel + ": argument " + std::to_string(idx) + " must be " +
                                 kind_name(want) + ", got " + kind_name(a.kind));
@@ -76,9 +99,19 @@ T arg_as(const Arg& a, const std::string& kernel, size_t idx) {
   else return static_cast<T>(a.f);
 }
 
+#ifndef CVK_SIM
+inline void cuda_check(cudaError_t err, const std::string& what) {
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear a non-sticky error so the next launch is not blamed for it
+    throw std::runtime_error(what + ": " + cudaGetErrorString(err));
+  }
+}
+#endif
+
 template <class... Ts, size_t... I>
-void launch_typed(void (*fn)(Ts...), const std::string& name, const Plan& p, std::uintptr_t stream,
-                  const std::vector<Arg>& args, std::index_sequence<I...>) {
+void launch_typed(void (*fn)(Ts...), const std::string& name, const LaunchConfig& c,
+                  std::uintptr_t stream, const std::vector<Arg>& args,
+                  std::index_sequence<I...>) {
   if (args.size() != sizeof...(Ts))
     throw std::invalid_argument(name + ": expected " + std::to_string(sizeof...(Ts)) +
                                 " arguments, got " + std::to_string(args.size()));
@@ -86,22 +119,26 @@ void launch_typed(void (*fn)(Ts...), const std::string& name, const Plan& p, std
 #ifdef CVK_SIM
   (void)stream;
   try {
-    sim::launch(dim3(p.grid.x, p.grid.y, p.grid.z), dim3(p.block.x, p.block.y, p.block.z), p.smem,
-                [&] { fn(std::get<I>(vals)...); });
+    sim::launch(dim3(c.grid.x, c.grid.y, c.grid.z), dim3(c.block.x, c.block.y, c.block.z),
+                c.smem, [&] { fn(std::get<I>(vals)...); });  // MERGE: + c.max_dynamic_smem
   } catch (const sim::LaunchError& e) {
     throw std::runtime_error(name + ": launch failed: " + e.what());
   } catch (const sim::UsageError& e) {
     throw std::runtime_error(name + ": " + e.what());
   }
 #else
+  const void* f = reinterpret_cast<const void*>(fn);
+  if (c.max_dynamic_smem > 48 * 1024)  // the opt-in above 48 KiB, as every path does it
+    cuda_check(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(c.max_dynamic_smem)),
+               name + ": cudaFuncSetAttribute(MaxDynamicSharedMemorySize=" +
+                   std::to_string(c.max_dynamic_smem) + ") failed");
   void* ptrs[] = {static_cast<void*>(&std::get<I>(vals))...};
-  cudaError_t err = cudaLaunchKernel(reinterpret_cast<const void*>(fn),
-                                     dim3(p.grid.x, p.grid.y, p.grid.z),
-                                     dim3(p.block.x, p.block.y, p.block.z), ptrs, p.smem,
+  cudaError_t err = cudaLaunchKernel(f, dim3(c.grid.x, c.grid.y, c.grid.z),
+                                     dim3(c.block.x, c.block.y, c.block.z), ptrs, c.smem,
                                      reinterpret_cast<cudaStream_t>(stream));
   if (err == cudaSuccess) err = cudaGetLastError();
-  if (err != cudaSuccess)
-    throw std::runtime_error(name + ": launch failed: " + cudaGetErrorString(err));
+  cuda_check(err, name + ": launch failed");
 #endif
 }
 
@@ -109,9 +146,12 @@ struct Registrar {
   template <class... Ts>
   Registrar(const char* name, void (*fn)(Ts...)) {
     std::string n(name);
-    registry()[n] = [fn, n](const Plan& p, std::uintptr_t stream, const std::vector<Arg>& args) {
-      launch_typed(fn, n, p, stream, args, std::index_sequence_for<Ts...>{});
-    };
+    if (registry().count(n)) throw std::logic_error("kernel registered twice: " + n);
+    registry()[n] = Entry{
+        [fn, n](const LaunchConfig& c, std::uintptr_t stream, const std::vector<Arg>& args) {
+          launch_typed(fn, n, c, stream, args, std::index_sequence_for<Ts...>{});
+        },
+        {kind_name(kind_of<Ts>())...}};
   }
 };
 
@@ -119,6 +159,9 @@ struct Registrar {
 
 #define CVK_CAT2(a, b) a##b
 #define CVK_CAT(a, b) CVK_CAT2(a, b)
-// Register (and so instantiate) one kernel under its own spelling.
-#define CVK_REGISTER(...) \
-  static ::cvk::Registrar CVK_CAT(cvk_registrar_, __COUNTER__)(#__VA_ARGS__, &__VA_ARGS__);
+// Register (and so instantiate) one kernel under `name`, the spec formatter's spelling of the
+// template expression that follows (generated code uses this).
+#define CVK_REGISTER_AS(name, ...) \
+  static ::cvk::Registrar CVK_CAT(cvk_registrar_, __COUNTER__)(name, &__VA_ARGS__);
+// Register one kernel under its own spelling (test-only kernels, written by hand).
+#define CVK_REGISTER(...) CVK_REGISTER_AS(#__VA_ARGS__, __VA_ARGS__)

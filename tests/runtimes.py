@@ -5,14 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvkernels.backends.kernel_ops import make_runtime
+from cvkernels.backends.runtime import RUNTIMES as _NAMES
+from cvkernels.backends.runtime import make_runtime
 
-RUNTIMES = [
-    pytest.param("sim", marks=pytest.mark.sim),
-    pytest.param("sim-rawkernel", marks=pytest.mark.sim),
-    pytest.param("cuda", marks=pytest.mark.gpu),
-    pytest.param("rawkernel", marks=pytest.mark.gpu),
-]
+RUNTIMES = [pytest.param(n, marks=pytest.mark.sim if n.startswith("sim") else pytest.mark.gpu)
+            for n in _NAMES]
 
 
 @pytest.fixture(params=RUNTIMES)

@@ -6,7 +6,8 @@ import pytest
 import cvkernels as cvk
 import cvkernels.functional as F
 from cvkernels import _arrays, _backend, backends
-from cvkernels.backends import kernel_ops
+from cvkernels import spec
+from cvkernels.backends import runtime
 from cvkernels.check import run_checks
 from helpers import assert_close
 
@@ -71,16 +72,17 @@ def test_mixed_devices_are_refused_by_name():
 @needs_sim
 def test_functional_on_sim_runs_the_kernel(monkeypatch):
     calls = []
-    real = kernel_ops.ExtRuntime.softmax_forward
+    real = runtime.ExtRuntime.launch
 
-    def spy(self, *a):
-        calls.append(a[2:])
-        return real(self, *a)
-    monkeypatch.setattr(kernel_ops.ExtRuntime, "softmax_forward", spy)
+    def spy(self, plan, **args):
+        calls.append((plan.name, args["rows"], args["cols"]))
+        return real(self, plan, **args)
+    monkeypatch.setattr(runtime.ExtRuntime, "launch", spy)
     x = np.random.default_rng(0).standard_normal((5, 300)).astype(np.float32)
     with cvk.backend("sim"):
         y = F.softmax(x, dim=0)
-    assert calls == [(300, 5, False)]    # dim 0 moved last: 300 rows of 5
+    # dim 0 moved last: 300 rows of 5
+    assert calls == [("softmax_forward_kernel<float, false, false, false>", 300, 5)]
     assert_close(y, cvk.reference.softmax_forward(x.astype(np.float64), 0).astype(np.float32),
                  atol=0, rtol=13 * 2.0 ** -24)
 
@@ -109,8 +111,13 @@ def test_cvk_check_passes_and_catches_a_broken_kernel(monkeypatch):
     rows = run_checks(verbose=False)
     assert rows and all(r["passed"] for r in rows), [r for r in rows if not r["passed"]]
     assert {r["backend"] for r in rows} >= {"sim", "sim-rawkernel"}
-    # the check can fail: a kernel off by one ulp-scale nudge beyond its bound is caught
-    real = kernel_ops.softmax_forward
-    monkeypatch.setattr(kernel_ops, "softmax_forward", lambda rt, x, dim=-1: real(rt, x, dim) * 1.001)
-    bad = [r for r in run_checks(verbose=False) if r["op"] == "softmax"]
-    assert bad and not any(r["passed"] for r in bad)
+    # the check can fail: a kernel nudged just beyond its error model is caught, in fp32 by
+    # 0.1% (many fp32 ulps), in fp16/bf16 by 5% (several bf16 ulps: 2^-7 relative spacing)
+    ops = spec.family("softmax").ops
+    real = ops[("softmax", "forward")]
+    for factor, dtypes in [(1.001, ["float32"]), (1.05, ["float16", "bfloat16"])]:
+        monkeypatch.setitem(ops, ("softmax", "forward"),
+                            lambda rt, input, dim=-1, f=factor: real(rt, input, dim) * f)
+        bad = [r for r in run_checks(verbose=False, dtypes=dtypes) if r["op"] == "softmax"]
+        assert {r["dtype"] for r in bad} == set(dtypes)
+        assert bad and not any(r["passed"] for r in bad), [r for r in bad if r["passed"]]

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from cvkernels import reference as ref
-from cvkernels.backends import kernel_ops as K
+from cvkernels.spec import FLOAT32
+from cvkernels.specs import matmul as K
+from cvkernels.specs import softmax as S
 from helpers import assert_close, to_numpy
 from runtimes import put, rt  # noqa: F401  (fixture)
 
@@ -128,7 +130,7 @@ def test_matmul_rejects_bad_input(rt):
         K.matmul_forward(rt, a, put(rt, np.zeros((5, 2), np.float32)))
     with pytest.raises(TypeError, match="matmul: other must have dtype"):
         K.matmul_forward(rt, a, put(rt, np.zeros((4, 2), np.int32)))
-    with pytest.raises(TypeError, match="float32 kernels; input has dtype float64"):
+    with pytest.raises(TypeError, match="float32, float16, bfloat16 kernels; input has dtype float64"):
         K.matmul_forward(rt, put(rt, np.zeros((3, 4))), put(rt, np.zeros((4, 2))))
     with pytest.raises(ValueError, match="linear: bias must have shape"):
         K.linear_forward(rt, a, put(rt, np.zeros((2, 4), np.float32)),
@@ -148,7 +150,9 @@ def test_matmul_batch_offsets_past_2_31_elements(rt, tmp_path):
     a[:M * Kd] = a0.ravel()
     a[stride:] = a1.ravel()
     c = np.full((2, M, N), np.nan, np.float32)
-    rt.matmul(a, b, None, c, 2, M, N, Kd, stride, 0, False, False)
+    plan = K.plan_forward(rt.device(), FLOAT32, 2, M, N, Kd, False, False, False)
+    rt.launch(plan, A=a, B=b, bias=None, C=c, batch=2, M=M, N=N, K=Kd, stride_a=stride,
+              stride_b=0)
     assert_close(c[0], ref.matmul_forward(a0, b), atol=matmul_bound(a0, b), rtol=0)
     assert_close(c[1], ref.matmul_forward(a1, b), atol=matmul_bound(a1, b), rtol=0)
     del a
@@ -162,8 +166,8 @@ def test_cuda_and_rawkernel_agree_bitwise():
     rng = np.random.default_rng(2)
     a, b = rand(rng, 300, 129), rand(rng, 129, 257)
     x = rand(rng, 67, 3001)
-    for fn, args in [(K.matmul_forward, (a, b)), (K.softmax_forward, (x,)),
-                     (K.log_softmax_forward, (x,))]:
+    for fn, args in [(K.matmul_forward, (a, b)), (S.softmax_forward, (x,)),
+                     (S.log_softmax_forward, (x,))]:
         got_cuda = to_numpy(fn(cuda, *[put(cuda, v) for v in args]))
         got_raw = to_numpy(fn(raw, *[put(raw, v) for v in args]))
         np.testing.assert_array_equal(got_cuda, got_raw)
@@ -175,21 +179,24 @@ def test_matmul_big_tile(rt, ta, tb, with_bias):
     """33 x (2 x 2) tiles of 128x128 reach the plan's threshold (132 tiles), so this runs the
     128x128/8x8 instantiation the large benchmarks use; 129x130 also leaves ragged edges."""
     M, N, Kd, batch = 129, 130, 9, 33
-    plans = (rt.ext if hasattr(rt, "ext") else rt.plans())
-    assert plans.plan_matmul_forward(batch, M, N, Kd, ta, tb, with_bias).kernel.startswith(
-        "matmul_forward_kernel<128, 128")
+    plan = K.plan_forward(rt.device(), FLOAT32, batch, M, N, Kd, ta, tb, with_bias)
+    assert plan.name.startswith("matmul_forward_kernel<float, 128, 128"), plan.name
     rng = np.random.default_rng(int(ta) * 2 + int(tb))
-    a = rng.integers(-4, 5, (batch, Kd, M)).astype(np.float32).swapaxes(1, 2) if ta else \
-        rng.integers(-4, 5, (batch, M, Kd)).astype(np.float32)
-    b = rng.integers(-4, 5, (batch, N, Kd)).astype(np.float32).swapaxes(1, 2) if tb else \
-        rng.integers(-4, 5, (batch, Kd, N)).astype(np.float32)
+    # The contiguous bases go to the device and the transposed views are taken there
+    # (cupy.asarray of a non-contiguous numpy view would make a contiguous copy).
+    a_base = rng.integers(-4, 5, (batch, Kd, M) if ta else (batch, M, Kd)).astype(np.float32)
+    b_base = rng.integers(-4, 5, (batch, N, Kd) if tb else (batch, Kd, N)).astype(np.float32)
+    a = a_base.swapaxes(1, 2) if ta else a_base
+    b = b_base.swapaxes(1, 2) if tb else b_base
+    a_in = put(rt, a_base).swapaxes(1, 2) if ta else put(rt, a_base)
+    b_in = put(rt, b_base).swapaxes(1, 2) if tb else put(rt, b_base)
     bias = rng.integers(-4, 5, N).astype(np.float32) if with_bias else None
     c = rt.xp.empty((batch, M, N), dtype=np.float32)
-    a_in, b_in = put(rt, a), put(rt, b)
     a3, sa, ta_ = K._operand(rt, a_in, (batch,))
     b3, sb, tb_ = K._operand(rt, b_in, (batch,))
     assert (ta_, tb_) == (ta, tb)                      # the transposed views are read in place
-    rt.matmul(a3, b3, None if bias is None else put(rt, bias), c, batch, M, N, Kd, sa, sb, ta, tb)
+    rt.launch(plan, A=a3, B=b3, bias=None if bias is None else put(rt, bias), C=c, batch=batch,
+              M=M, N=N, K=Kd, stride_a=sa, stride_b=sb)
     expect = (a.astype(np.int64) @ b.astype(np.int64)).astype(np.float32)
     if with_bias:
         expect = expect + bias

@@ -28,7 +28,7 @@ LAUNCH = textwrap.dedent("""
     n = 1000
     x = np.arange(n, dtype=np.float32)
     y = np.zeros(n, dtype=np.float32)
-    _ext.sim().launch(kernel, [1], [threads], 0, 0,
+    _ext.sim_testing().launch(kernel, [1], [threads], 0, 0,
                       [("ptr", x.ctypes.data), ("ptr", y.ctypes.data), ("i64", n)])
     print("finished", kernel)
 """)

@@ -16,11 +16,11 @@ TARGETS = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks
 def run(target, kernel, grid, block, smem, arrays, scalars=()):
     """Launch a registered kernel by name on numpy arrays; returns the arrays after the launch."""
     if target == "sim":
-        ext, dev = _ext.sim(), arrays
+        ext, dev = _ext.sim_testing(), arrays
         ptr = lambda a: a.ctypes.data  # noqa: E731
     else:
         import cupy
-        ext, dev = _ext.cuda(), [cupy.asarray(a) for a in arrays]
+        ext, dev = _ext.cuda_testing(), [cupy.asarray(a) for a in arrays]
         ptr = lambda a: a.data.ptr  # noqa: E731
     args = [("ptr", ptr(a)) for a in dev] + list(scalars)
     ext.launch(kernel, list(grid), list(block), smem, 0, args)
@@ -106,13 +106,13 @@ def test_3d_indexing_and_dynamic_shared_memory(target):
 def test_bad_launch_configuration_raises():
     x = np.zeros(4, np.float32)
     with pytest.raises(RuntimeError, match="invalid block dimensions"):
-        _ext.sim().launch("copy_kernel", [1], [2048], 0, 0,
+        _ext.sim_testing().launch("copy_kernel", [1], [2048], 0, 0,
                           [("ptr", x.ctypes.data), ("ptr", x.ctypes.data), ("i64", 4)])
     with pytest.raises(ValueError, match="argument 2 must be int64, got float64"):
-        _ext.sim().launch("copy_kernel", [1], [4], 0, 0,
+        _ext.sim_testing().launch("copy_kernel", [1], [4], 0, 0,
                           [("ptr", x.ctypes.data), ("ptr", x.ctypes.data), ("f64", 4.0)])
     with pytest.raises(ValueError, match="no kernel registered as 'nope'"):
-        _ext.sim().launch("nope", [1], [4], 0, 0, [])
+        _ext.sim_testing().launch("nope", [1], [4], 0, 0, [])
 
 
 @pytest.mark.sim

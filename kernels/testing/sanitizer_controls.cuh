@@ -36,3 +36,10 @@ __global__ void copy_oob_kernel(const float* in, float* out, long long n) {
   const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i <= n) out[i] = in[i < n ? i : 0];  // BUG on purpose: stores out[n]
 }
+
+#ifdef CVK_REGISTER_TEST_KERNELS
+CVK_REGISTER(reverse_kernel)
+CVK_REGISTER(reverse_racy_kernel)
+CVK_REGISTER(copy_kernel)
+CVK_REGISTER(copy_oob_kernel)
+#endif

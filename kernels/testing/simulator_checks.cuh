@@ -78,3 +78,11 @@ __global__ void indexing_smem_kernel(const float* __restrict__ in, float* __rest
   __syncthreads();
   out[b * nt + t] = buf[nt - 1 - t] + 1000.0f * static_cast<float>(b);
 }
+
+#ifdef CVK_REGISTER_TEST_KERNELS
+CVK_REGISTER(warp_intrinsics_kernel)
+CVK_REGISTER(warp_partial_mask_kernel)
+CVK_REGISTER(warp_mask_misuse_kernel)
+CVK_REGISTER(atomics_kernel)
+CVK_REGISTER(indexing_smem_kernel)
+#endif

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+try:  # bf16 host arrays are ml_dtypes.bfloat16, as in JAX and CuPy
+    import ml_dtypes as _ml_dtypes
+    _BF16 = (np.dtype(_ml_dtypes.bfloat16),)
+except ImportError:  # pragma: no cover
+    _BF16 = ()
+FLOAT_DTYPES = (np.dtype(np.float16), *_BF16, np.dtype(np.float32), np.dtype(np.float64))
 
 
 def check_float(fn: str, name: str, x, dtypes=FLOAT_DTYPES) -> None:

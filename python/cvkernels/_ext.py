@@ -1,6 +1,6 @@
 """Loading the compiled extensions.
 
-``CVK_SIM_PATH`` points the simulator extension at another build directory (the sanitizer builds
+``CVK_SIM_PATH`` points the simulator extensions (``_cudasim``, ``_cudasim_testing``) at another build directory (the sanitizer builds
 in CI use this).
 """
 from __future__ import annotations
@@ -12,22 +12,41 @@ import os
 import sys
 
 
-@functools.cache
-def sim():
-    """The ``_cudasim`` module (kernels on the CPU simulator), or None if it was not built."""
+def _load_sim(modname: str):
     path = os.environ.get("CVK_SIM_PATH")
     if path:
         for fname in os.listdir(path):
-            if fname.startswith("_cudasim") and fname.endswith((".so", ".pyd")):
-                spec = importlib.util.spec_from_file_location("cvkernels._cudasim",
+            if fname.split(".")[0] == modname and fname.endswith((".so", ".pyd")):
+                spec = importlib.util.spec_from_file_location(f"cvkernels.{modname}",
                                                               os.path.join(path, fname))
                 mod = importlib.util.module_from_spec(spec)
-                sys.modules["cvkernels._cudasim"] = mod
+                sys.modules[f"cvkernels.{modname}"] = mod
                 spec.loader.exec_module(mod)
                 return mod
-        raise ImportError(f"CVK_SIM_PATH={path} holds no _cudasim extension")
+        raise ImportError(f"CVK_SIM_PATH={path} holds no {modname} extension")
     try:
-        return importlib.import_module("cvkernels._cudasim")
+        return importlib.import_module(f"cvkernels.{modname}")
+    except ImportError:
+        return None
+
+
+@functools.cache
+def sim():
+    """The ``_cudasim`` module (kernels on the CPU simulator), or None if it was not built."""
+    return _load_sim("_cudasim")
+
+
+@functools.cache
+def sim_testing():
+    """``_cudasim_testing``: the test-only kernels (kernels/testing/) on the simulator."""
+    return _load_sim("_cudasim_testing")
+
+
+@functools.cache
+def cuda_testing():
+    """``_cuda_testing``: the test-only kernels from nvcc, or None."""
+    try:
+        return importlib.import_module("cvkernels._cuda_testing")
     except ImportError:
         return None
 

@@ -57,21 +57,22 @@ def _probe_sim():
     return _ext.sim() is not None
 
 
-def _gpu_count():
-    import cupy
-    return cupy.cuda.runtime.getDeviceCount()
-
-
 def _probe_cuda():
     from .. import _ext
-    return _ext.cuda() is not None and _gpu_count() > 0
+    from .runtime import gpu_count
+    return _ext.cuda() is not None and gpu_count() > 0
+
+
+def _probe_rawkernel():
+    from .runtime import gpu_count
+    return gpu_count() > 0
 
 
 _BACKENDS = {
     "cpu": CpuBackend(),
     "sim": KernelBackend("sim", _probe_sim),
     "cuda": KernelBackend("cuda", _probe_cuda),
-    "rawkernel": KernelBackend("rawkernel", lambda: _gpu_count() > 0),
+    "rawkernel": KernelBackend("rawkernel", _probe_rawkernel),
 }
 
 

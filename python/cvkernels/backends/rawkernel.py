@@ -9,7 +9,6 @@ CuPy sends a Python float as a double, which a ``float`` parameter would misread
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 
 import numpy as np
@@ -27,47 +26,62 @@ def kernels_dir() -> Path:
     raise FileNotFoundError("cvkernels: kernel sources not found next to the package")
 
 
+@functools.cache
+def cuda_include_dir() -> str | None:
+    """The CUDA headers' directory (cuda_fp16.h, cuda_bf16.h), which NVRTC does not carry built
+    in: CUDA_HOME / CUDA_PATH, /usr/local/cuda, beside nvcc on PATH, or the nvidia-* wheels."""
+    import os
+    import shutil
+    import sysconfig
+    cands = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        cands.append(str(Path(nvcc).resolve().parent.parent))
+    site = Path(sysconfig.get_paths()["purelib"]) / "nvidia"
+    cands += [str(site / sub) for sub in ("cu13", "cuda_runtime", "cu12")]
+    for c in cands:
+        if c and (Path(c) / "include" / "cuda_fp16.h").is_file():
+            return str(Path(c) / "include")
+    return None
+
+
 def nvrtc_options() -> tuple[str, ...]:
-    """NVRTC options for every kernel source (CuPy adds the architecture itself)."""
+    """NVRTC options for every kernel source (CuPy adds the architecture itself, and
+    -ftz=true, which the nvcc build matches)."""
+    inc = cuda_include_dir()
     return ("--std=c++17", f"-I{kernels_dir() / 'include'}", f"-I{kernels_dir()}",
-            "-DCVK_NVRTC")
+            "-DCVK_NVRTC") + ((f"-I{inc}",) if inc else ())
 
 
-def kernel_sources() -> list[str]:
-    """Every kernel source file, relative to ``kernels/``."""
-    root = kernels_dir()
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*.cuh")
-                  if "include" not in p.relative_to(root).parts)
-
-
-def name_expressions(source: str) -> list[str]:
-    """The registered instantiations of the kernels that ``source`` defines."""
-    text = (kernels_dir() / source).read_text()
-    defined = set(re.findall(r"\b(\w+_kernel)\s*\(", text))
-    ext = _ext.cuda() or _ext.sim()
-    return [n for n in ext.kernel_names() if n.split("<")[0] in defined]
+def source_text(family) -> str:
+    """The code NVRTC compiles for ``family``: its source file, found through -I kernels/."""
+    return f'#include "{family.source}"\n'
 
 
 @functools.cache
-def _module(source: str, module_cls):
-    code = (kernels_dir() / source).read_text()
-    return module_cls(code=code, options=nvrtc_options(),
-                      name_expressions=name_expressions(source))
+def _module(family_name: str, dtype_name: str, module_cls):
+    from ..spec import DTYPES, family
+    fam = family(family_name)
+    return module_cls(code=source_text(fam), options=nvrtc_options(),
+                      name_expressions=fam.names(DTYPES[dtype_name]))
 
 
-def module(source: str, module_cls):
-    """The compiled module for ``source``, cached per process (and by CuPy on disk)."""
-    return _module(source, module_cls)
+def module(family, dtype, module_cls):
+    """The compiled module of ``family``'s ``dtype`` instantiations, cached per process (and by
+    CuPy on disk): one NVRTC compile per family and dtype, not per kernel."""
+    return _module(family.name, dtype.name, module_cls)
 
 
 class SimFunction:
     """A kernel of ``SimRawModule``: call it as ``fn(grid, block, args, shared_mem=0)``."""
 
     _KINDS = {np.dtype(np.int32): "i32", np.dtype(np.int64): "i64",
-              np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+              np.dtype(np.float32): "f32", np.dtype(np.float64): "f64",
+              np.dtype(np.uint64): "ptr"}   # a raw pointer value (0: null), as CuPy passes it
 
     def __init__(self, name: str):
         self.name = name
+        self.max_dynamic_shared_size_bytes = 48 * 1024   # CuPy RawKernel's attribute
 
     def _arg(self, i, a):
         if isinstance(a, np.ndarray):
@@ -81,7 +95,8 @@ class SimFunction:
         grid = tuple(grid) if isinstance(grid, (tuple, list)) else (grid,)
         block = tuple(block) if isinstance(block, (tuple, list)) else (block,)
         typed = [self._arg(i, a) for i, a in enumerate(args)]
-        _ext.sim().launch(self.name, list(grid), list(block), int(shared_mem), 0, typed)
+        _ext.sim().launch(self.name, list(grid), list(block), int(shared_mem), 0, typed,
+                          int(self.max_dynamic_shared_size_bytes))
 
 
 class SimRawModule:
@@ -94,4 +109,4 @@ class SimRawModule:
     def get_function(self, name: str) -> SimFunction:
         if name not in self.name_expressions:
             raise ValueError(f"SimRawModule: {name!r} was not given in name_expressions")
-        return SimFunction(name)
+        return SimFunction(name)   # a new object per call, as CuPy's get_function

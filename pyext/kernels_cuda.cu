@@ -1,2 +1,0 @@
-// The kernels, compiled by nvcc for the GPU.
-#include "instantiate.h"

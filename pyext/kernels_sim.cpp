@@ -1,2 +1,0 @@
-// The same kernels, compiled by g++ for the CPU simulator (-DCVK_SIM).
-#include "instantiate.h"
