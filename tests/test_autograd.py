@@ -327,6 +327,11 @@ def test_dropout_gradient_uses_the_forward_mask():
     same = F.dropout(x.data, p=0.3, generator=np.random.default_rng(5))
     assert_close(same, y.data, atol=0, rtol=0, name="same generator, same mask")
     assert_close(F.dropout(x, 0.3, training=False), x.data, atol=0, rtol=0, name="eval")
+    x.grad = None
+    F.dropout(x, 0.3, training=False).backward(np.ones(x.shape))   # eval: the identity
+    assert_close(x.grad, np.ones(x.shape), atol=0, rtol=0, name="eval grad")
+    with pytest.raises(ValueError, match="probability"):
+        F.dropout(x, 1.5, training=False)
 
 
 def test_batch_norm_training_updates_running_stats_once():

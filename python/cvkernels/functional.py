@@ -33,6 +33,7 @@ backend; nothing ever falls back to another device silently.
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 
 from .autograd import Tensor
@@ -233,7 +234,11 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
     signature compatibility and ignored (the result is a new array). The backward reuses the
     forward's keep-mask.
     """
-    if generator is None and training and p > 0:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+    if not training:
+        p = 0.0       # the identity: its backward must not scale by 1/(1-p) either
+    if generator is None and p > 0:
         from .nn.init import default_generator
         generator = default_generator()
     return _dropout(input=input, p=p, training=training, generator=generator)[0]

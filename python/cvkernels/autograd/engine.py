@@ -87,7 +87,8 @@ class Context:
         return getattr(self, "op", None) or self._fn.__name__.lstrip("_")
 
     def save_for_backward(self, *arrays) -> None:
-        """Keep ``arrays`` (raw arrays, or None) for the backward; read them as ``saved_tensors``."""
+        """Keep ``arrays`` (raw arrays, None, or any value) for the backward; read them back as
+        ``saved_tensors``."""
         self._saved = tuple(unwrap(a) for a in arrays)
 
     @property
