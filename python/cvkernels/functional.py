@@ -9,9 +9,9 @@ Every function accepts either raw arrays or :class:`cvkernels.Tensor`:
   backward needs saved.
 
 Both paths are the one generic op of ``cvkernels.autograd.op``: each function here calls an
-:class:`~cvkernels.autograd.op.Op` declared beside it, which states only how the op departs from
-the default convention (e.g. ``Op("softmax", saves=("output", "dim"))``: the backward takes the
-output, not the input).
+:class:`~cvkernels.autograd.op.Op` from the table below the imports, which states only how the
+op departs from the default convention (e.g. ``Op("softmax", saves=("output", "dim"))``: the
+backward takes the output, not the input).
 
 **Ops without a function here.** ``functional.<name>`` also exists for any ``name`` with a
 reference pair ``cvkernels.reference.<name>_forward`` and ``<name>_backward`` that follows the
