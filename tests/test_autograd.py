@@ -178,6 +178,7 @@ def test_tensor_basics_and_repr():
     assert isinstance(t.numpy(), np.ndarray) and t.T.shape == (2, 2)
     assert "requires_grad=True" in repr(t)
     assert "grad_fn=<linear>" in repr(F.linear(t, t))
+    assert "grad_fn=<matmul>" in repr(t @ t) and "grad_fn=<matmul>" in repr(t.matmul(t))
     assert t.sum().item() == 10.0
     assert Tensor(np.zeros(3)).argmax().item() == 0
     mask = t > 2.0
@@ -510,6 +511,13 @@ def test_generic_op_saves_only_what_its_declaration_names():
     assert idx.dtype == np.int64 and not idx.requires_grad
     with no_grad():                                           # nothing is kept without a graph
         assert not hasattr(F.softmax(x, dim=1)._grad_fn, "keys")
+
+
+def test_op_declaration_naming_an_unknown_value_fails_by_name():
+    from cvkernels.autograd import Op
+    bad = Op("relu", saves=("outptu",))
+    with pytest.raises(TypeError, match="relu: Op\\(saves=...\\) names 'outptu'"):
+        bad(input=Tensor(np.ones(2), requires_grad=True), inplace=False)
 
 
 def test_softmax_implicit_dim_warning_points_at_the_caller():

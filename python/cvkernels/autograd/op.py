@@ -77,7 +77,7 @@ class Op:
     differentiable: bool = True
 
     def __post_init__(self):
-        _DECLARED[self.name] = self
+        _DECLARED.setdefault(self.name, self)     # the library's own declaration wins
 
     def __call__(self, /, **args):
         """Run the op; ``args`` are the forward's arguments by name, in the forward's order."""
