@@ -178,6 +178,7 @@ def test_tensor_basics_and_repr():
     assert isinstance(t.numpy(), np.ndarray) and t.T.shape == (2, 2)
     assert "requires_grad=True" in repr(t)
     assert "grad_fn=<linear>" in repr(F.linear(t, t))
+    assert "grad_fn=<matmul>" in repr(t @ t) and "grad_fn=<matmul>" in repr(t.matmul(t))
     assert t.sum().item() == 10.0
     assert Tensor(np.zeros(3)).argmax().item() == 0
     mask = t > 2.0
@@ -327,6 +328,11 @@ def test_dropout_gradient_uses_the_forward_mask():
     same = F.dropout(x.data, p=0.3, generator=np.random.default_rng(5))
     assert_close(same, y.data, atol=0, rtol=0, name="same generator, same mask")
     assert_close(F.dropout(x, 0.3, training=False), x.data, atol=0, rtol=0, name="eval")
+    x.grad = None
+    F.dropout(x, 0.3, training=False).backward(np.ones(x.shape))   # eval: the identity
+    assert_close(x.grad, np.ones(x.shape), atol=0, rtol=0, name="eval grad")
+    with pytest.raises(ValueError, match="probability"):
+        F.dropout(x, 1.5, training=False)
 
 
 def test_batch_norm_training_updates_running_stats_once():
@@ -432,3 +438,152 @@ def test_tensor_ops_run_on_the_selected_kernel_backend(monkeypatch):
     if ("relu", "forward") not in sim.table:
         with backend("sim"), pytest.raises(NotImplementedError, match="no CUDA kernel for relu"):
             F.relu(Tensor(x, requires_grad=True))
+
+
+# ------------------------------------------------------------------ the generic op path
+
+def _shift_relu_forward(input, bias):
+    """relu(input + bias), bias broadcast over the last dim (a stand-in for bias_relu)."""
+    return np.maximum(input + bias, 0).astype(input.dtype)
+
+
+def _shift_relu_backward(grad_out, input, bias):
+    g = grad_out * (input + bias > 0)
+    return g.astype(input.dtype), g.reshape(-1, bias.shape[0]).sum(axis=0).astype(bias.dtype)
+
+
+@pytest.fixture
+def shift_relu(monkeypatch):
+    """A reference pair that only exists for this test, as a new op would be added."""
+    import cvkernels.reference as reference
+    monkeypatch.setattr(reference, "shift_relu_forward", _shift_relu_forward, raising=False)
+    monkeypatch.setattr(reference, "shift_relu_backward", _shift_relu_backward, raising=False)
+    return "shift_relu"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reference_pair_is_a_functional_op_without_edits(shift_relu, seed):
+    rng = np.random.default_rng(seed)
+    x, b = _rand(rng, 3, 2, 5), _rand(rng, 5)
+    out = F.shift_relu(x, b)                                  # raw arrays in, raw arrays out
+    assert isinstance(out, np.ndarray)
+    assert_close(out, _shift_relu_forward(x, b), atol=0, rtol=0, name="forward")
+    assert_close(F.shift_relu(input=x, bias=b), out, atol=0, rtol=0, name="by keyword")
+    _fd_op(F.shift_relu, [x, b], {}, seed)                    # Tensors: autograd, both grads
+    tx = Tensor(x, requires_grad=True)
+    y = F.shift_relu(tx, Tensor(b))                          # only x wants a gradient
+    assert repr(y).endswith("grad_fn=<shift_relu>)")
+    y.sum().backward()
+    assert_close(tx.grad, (x + b > 0).astype(float), atol=0, rtol=0, name="grad_input")
+    from cvkernels.functional import shift_relu as imported
+    assert imported(x, b).shape == x.shape
+    assert "shift_relu" not in F.__all__
+
+
+def test_functional_fallback_refuses_what_is_not_a_reference_pair():
+    with pytest.raises(AttributeError, match="no_such_op"):
+        F.no_such_op                                          # noqa: B018
+    with pytest.raises(AttributeError):
+        F.nms                                                 # a forward without a backward
+    with pytest.raises(AttributeError):
+        F._private
+
+
+def test_fallback_uses_an_ops_declaration_where_there_is_one():
+    # roi_align's backward does not follow the default convention; its Op (in ops) is used
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 5, 5))
+    boxes = np.array([[0, 0.5, 1.0, 4.2, 3.1]])
+    ta, tb = Tensor(x, requires_grad=True), Tensor(x, requires_grad=True)
+    F.roi_align(ta, boxes, (2, 2), 1.0, 2, True).sum().backward()
+    ops.roi_align(tb, boxes, (2, 2), 1.0, 2, True).sum().backward()
+    assert_close(ta.grad, tb.grad, atol=0, rtol=0, name="grad_input")
+
+
+def test_generic_op_saves_only_what_its_declaration_names():
+    x = Tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True)
+    y = F.softmax(x, dim=1)
+    node = y._grad_fn
+    assert node.keys == ["output", "dim"]
+    assert node.saved_tensors[0] is y.data and node.saved_tensors[1] == 1
+    _, idx = F.max_pool2d(Tensor(np.ones((1, 1, 4, 4)), requires_grad=True), 2,
+                          return_indices=True)
+    assert idx.dtype == np.int64 and not idx.requires_grad
+    with no_grad():                                           # nothing is kept without a graph
+        assert not hasattr(F.softmax(x, dim=1)._grad_fn, "keys")
+
+
+def test_op_declaration_naming_an_unknown_value_fails_by_name():
+    from cvkernels.autograd import Op
+    bad = Op("relu", saves=("outptu",))
+    with pytest.raises(TypeError, match="relu: Op\\(saves=...\\) names 'outptu'"):
+        bad(input=Tensor(np.ones(2), requires_grad=True), inplace=False)
+
+
+def test_softmax_implicit_dim_warning_points_at_the_caller():
+    from cvkernels import nn
+    x = np.ones((2, 3), np.float32)
+    with pytest.warns(UserWarning, match="implicit dimension") as rec:
+        F.softmax(x, None)
+    assert rec[0].filename == __file__
+    with pytest.warns(UserWarning, match="implicit dimension") as rec:
+        nn.Softmax()(Tensor(x))
+    assert rec[0].filename == __file__
+
+
+# ------------------------------------------------------------------ 0-d tensors
+
+def test_zero_dim_tensors_backward():
+    t = Tensor(np.array(2.0, np.float32), requires_grad=True)
+    t.sum().backward()
+    assert t.grad.shape == () and t.grad.dtype == np.float32 and t.grad.item() == 1.0
+    for expr, grad in [(lambda v: v.mean(), 1.0), (lambda v: v * v, 4.0),
+                       (lambda v: (v.exp()).log() * 3.0, 3.0),
+                       (lambda v: (Tensor(np.ones(3, np.float32)) * v).sum(), 3.0),
+                       (lambda v: v.reshape(1, 1).sum(0).sum(), 1.0),
+                       (lambda v: F.softmax(v, dim=0) + v, 1.0)]:
+        t = Tensor(np.array(2.0, np.float32), requires_grad=True)
+        expr(t).backward()
+        assert t.grad.shape == (), expr
+        assert_close(t.grad, np.array(grad, np.float32), atol=1e-6, rtol=1e-6, name="grad")
+
+
+# ------------------------------------------------------------------ numerics
+
+@pytest.mark.parametrize("g_shape, shape", [((2, 3, 4), (4,)), ((2, 3, 4), (3, 1)),
+                                            ((2, 3, 4), (1, 1, 1)), ((2, 3, 4), ()),
+                                            ((5, 1, 4), (1, 4)), ((3,), (3,))])
+def test_unbroadcast_is_the_adjoint_of_broadcasting(g_shape, shape):
+    from cvkernels.numerics import unbroadcast
+    rng = np.random.default_rng(0)
+    g, x = rng.standard_normal(g_shape), rng.standard_normal(shape)
+    r = unbroadcast(g, shape)
+    assert isinstance(r, np.ndarray) and r.shape == shape
+    # <unbroadcast(g), x> == <g, broadcast(x)>
+    assert np.vdot(r, x) == pytest.approx(np.vdot(g, np.broadcast_to(x, g_shape)), rel=1e-12)
+    assert (unbroadcast(g, g_shape) is g) or g_shape != shape
+
+
+def test_unit_roundoff():
+    import ml_dtypes
+    from cvkernels.numerics import U32, unit_roundoff
+    assert U32 == 2.0 ** -24 == unit_roundoff(np.float32) == np.finfo(np.float32).eps / 2
+    assert unit_roundoff("float16") == 2.0 ** -11 == np.finfo(np.float16).eps / 2
+    assert unit_roundoff(np.dtype(np.float64)) == 2.0 ** -53
+    assert unit_roundoff(ml_dtypes.bfloat16) == 2.0 ** -8 == \
+        float(ml_dtypes.finfo(ml_dtypes.bfloat16).eps) / 2
+    assert unit_roundoff("bfloat16") == 2.0 ** -8
+    with pytest.raises(TypeError, match="unit_roundoff"):
+        unit_roundoff(np.int32)
+
+
+# ------------------------------------------------------------------ the package
+
+def test_import_cvkernels_leaves_the_references_and_numba_unloaded():
+    import subprocess
+    import sys
+    code = ("import sys, cvkernels as cvk\n"
+            "assert 'numba' not in sys.modules and 'cvkernels.reference' not in sys.modules\n"
+            "assert callable(cvk.reference.relu_forward) and 'numba' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -1,7 +1,5 @@
 """The end-to-end demo: a short training run, and the one-line refusal of a backend without
 the kernels it needs."""
-import time
-
 import pytest
 
 pytest.importorskip("sklearn")
@@ -13,16 +11,19 @@ from cvkernels import backends, demo  # noqa: E402
 def test_short_training_run_learns_and_writes_png(tmp_path):
     png = tmp_path / "curves.png"
     lines = []
-    t0 = time.perf_counter()
     res = demo.run_digits(epochs=2, limit=600, out_png=str(png), seed=0, progress=False,
                           log=lines.append)
-    elapsed = time.perf_counter() - t0
-    assert res["test_acc"] > 0.85, res["history"]          # chance is 0.10
+    h = res["history"]
+    # seed 0 reaches 94.7% test / 94.0% train accuracy (seed 1: 93.6% / 94.8%); chance is 10%.
+    # No wall-clock bound here: speed is measured by the benchmarks, not by tests.
+    assert res["test_acc"] > 0.88, h
+    assert res["test_acc"] == h["test_acc"][-1]
+    assert h["train_acc"][-1] > 0.85, h
+    assert h["train_loss"][1] < 0.6 * h["train_loss"][0], h
+    assert h["test_loss"][1] < h["test_loss"][0] and h["test_loss"][1] < 0.8, h
+    assert all(len(v) == 2 for v in h.values()), h
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(lines) == 2 and "test acc" in lines[-1]
-    assert len(res["history"]["train_loss"]) == 2
-    assert res["history"]["train_loss"][1] < res["history"]["train_loss"][0]
-    assert elapsed < 30
 
 
 def test_main_runs_and_returns_zero(tmp_path, capsys):

@@ -6,17 +6,38 @@ Every function accepts either raw arrays or :class:`cvkernels.Tensor`:
   ``cvkernels._dispatch.forward`` on the backend the arrays select;
 * any ``Tensor`` among the array arguments -> a ``Tensor`` out, recorded by autograd. Its
   backward runs ``cvkernels._dispatch.backward`` on the same backend, with only what the
-  backward needs saved (the inputs, or for softmax/log_softmax/sigmoid/tanh the output).
+  backward needs saved.
+
+Both paths are the one generic op of ``cvkernels.autograd.op``: each function here calls an
+:class:`~cvkernels.autograd.op.Op` from the table below the imports, which states only how the
+op departs from the default convention (e.g. ``Op("softmax", saves=("output", "dim"))``: the
+backward takes the output, not the input).
+
+**Ops without a function here.** ``functional.<name>`` also exists for any ``name`` with a
+reference pair ``cvkernels.reference.<name>_forward`` and ``<name>_backward`` that follows the
+default convention:
+
+* the op's arguments are ``<name>_forward``'s parameters (same names, order and defaults);
+* ``<name>_backward(grad_out, *same arguments as the forward)`` returns a tuple with one
+  gradient per argument of the forward, in order: one per array argument when those come first
+  (``None`` allowed, e.g. for a missing bias; non-array arguments get ``None`` or are left off
+  at the end).
+
+So ``reference.bias_relu_forward(input, bias)`` with ``bias_relu_backward(grad_out, input,
+bias) -> (grad_input, grad_bias)`` is ``functional.bias_relu(x, b)`` on raw arrays and on
+Tensors, with no edit here (``dir()``/``__all__`` do not list such ops). An op that departs
+from the convention gets a function and an ``Op`` declaration here.
 
 An op with no kernel on the selected backend raises NotImplementedError naming the op and the
 backend; nothing ever falls back to another device silently.
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 
-from . import _dispatch
-from .autograd import Function, Tensor
+from .autograd import Tensor
+from .autograd.op import Op, fallback
 
 __all__ = ["matmul", "linear", "softmax", "log_softmax", "conv2d", "conv_transpose2d",
            "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
@@ -24,61 +45,37 @@ __all__ = ["matmul", "linear", "softmax", "log_softmax", "conv2d", "conv_transpo
            "multi_margin_loss", "scaled_dot_product_attention", "multi_head_attention"]
 
 
-def _has_tensor(values) -> bool:
-    for v in values:
-        if isinstance(v, Tensor):
-            return True
-        if isinstance(v, (list, tuple)) and _has_tensor(v):
-            return True
-    return False
+def __getattr__(name):
+    """PEP 562: ``functional.<name>`` for a reference pair that follows the default convention
+    (see the module docstring)."""
+    if name.startswith("_"):
+        raise AttributeError(f"module 'cvkernels.functional' has no attribute {name!r}")
+    return fallback(name)
 
 
-class _Op(Function):
-    """One reference-shaped op: ``<op>_forward(**arrays, **params)`` and its backward.
+# ops that follow the default convention, with torch's defaults
+_matmul, _linear, _conv2d, _conv_transpose2d = (Op(n) for n in (
+    "matmul", "linear", "conv2d", "conv_transpose2d"))
+_avg_pool2d, _adaptive_avg_pool2d = Op("avg_pool2d"), Op("adaptive_avg_pool2d")
+_relu, _leaky_relu, _elu, _gelu = (Op(n) for n in ("relu", "leaky_relu", "elu", "gelu"))
+_cross_entropy, _multi_margin_loss = Op("cross_entropy"), Op("multi_margin_loss")
+_sdpa = Op("scaled_dot_product_attention")
 
-    ``names`` name the positional array inputs (in the reference's order); ``grad_names`` which
-    of them receive the backward's returned gradients, in order (default: all of ``names``).
-    With ``save_output`` the backward is called as ``<op>_backward(grad, output=y, **params)``,
-    otherwise as ``<op>_backward(grad, **arrays, **params)``.
-    """
-
-    @staticmethod
-    def forward(ctx, *arrays, op, names, params, save_output=False, grad_names=None,
-                copy=()):
-        call = dict(zip(names, arrays))
-        call.update(params)
-        out = _dispatch.forward(op, **call)
-        ctx.op, ctx.names, ctx.params, ctx.save_output = op, names, params, save_output
-        ctx.grad_index = [names.index(n) for n in (grad_names or names)]
-        if save_output:
-            ctx.save_for_backward(out)
-        else:
-            # arrays the caller mutates in place later (running stats) are copied
-            ctx.save_for_backward(*[a.copy() if n in copy and a is not None else a
-                                    for n, a in zip(names, arrays)])
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        if ctx.save_output:
-            grads = _dispatch.backward(ctx.op, grad, output=saved[0], **ctx.params)
-        else:
-            grads = _dispatch.backward(ctx.op, grad, **dict(zip(ctx.names, saved)), **ctx.params)
-        result = [None] * len(ctx.names)
-        for i, g in zip(ctx.grad_index, grads):
-            if ctx.needs_input_grad[i]:
-                result[i] = g
-        return tuple(result)
-
-
-def _run(op, arrays: dict, params: dict, *, save_output=False, grad_names=None, copy=()):
-    """Raw arrays -> ``_dispatch.forward``; any Tensor -> the autograd ``_Op``."""
-    if not _has_tensor(arrays.values()):
-        return _dispatch.forward(op, **arrays, **params)
-    names = tuple(arrays)
-    return _Op.apply(*arrays.values(), op=op, names=names, params=params,
-                     save_output=save_output, grad_names=grad_names, copy=tuple(copy))
+# ops whose backward departs from it
+_softmax = Op("softmax", saves=("output", "dim"))
+_log_softmax = Op("log_softmax", saves=("output", "dim"))
+_sigmoid = Op("sigmoid", saves=("output",))
+_tanh = Op("tanh", saves=("output",))
+_max_pool2d = Op("max_pool2d", outputs=("output", "indices"), extra={"return_indices": True},
+                 saves=("*", "indices"))
+_dropout = Op("dropout", outputs=("output", "mask"), extra={"return_mask": True},
+              saves=("mask", "p"))
+_batch_norm = Op("batch_norm", grads=("input", "weight", "bias"),
+                 copy=("running_mean", "running_var"))    # the caller updates them in place
+_layer_norm = Op("layer_norm", grads=("input", "weight", "bias"))
+_mha = Op("multi_head_attention", grads=("query", "key", "value", "in_proj_weight",
+                                          "in_proj_bias", "out_proj_weight", "out_proj_bias",
+                                          "attn_mask"))
 
 
 def _no_legacy(fn, size_average, reduce):
@@ -87,9 +84,11 @@ def _no_legacy(fn, size_average, reduce):
                          f"use reduction='none' | 'mean' | 'sum'")
 
 
-def _implicit_dim(fn, ndim):
+def _implicit_dim(fn, ndim, stacklevel):
+    # stacklevel counts from here: 1 this function, 2 softmax, 3 softmax's caller (torch's
+    # default); nn.Softmax passes 5 to point past its forward and Module.__call__
     warnings.warn(f"{fn}: implicit dimension choice is deprecated (as in torch); pass dim",
-                  stacklevel=3)
+                  stacklevel=stacklevel)
     return 0 if ndim in (0, 1, 3) else 1
 
 
@@ -103,12 +102,12 @@ def _cast(x, dtype):
 
 def matmul(input, other):
     """``input @ other`` with torch.matmul's rules (1-D promotion, broadcast batch dims)."""
-    return _run("matmul", {"input": input, "other": other}, {})
+    return _matmul(input=input, other=other)
 
 
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias``: input ``[..., in]``, weight ``[out, in]``, bias ``[out]``."""
-    return _run("linear", {"input": input, "weight": weight, "bias": bias}, {})
+    return _linear(input=input, weight=weight, bias=bias)
 
 
 # ---------------------------------------------------------------------------- softmax
@@ -116,17 +115,17 @@ def linear(input, weight, bias=None):
 def softmax(input, dim=-1, _stacklevel=3, dtype=None):
     """Softmax along ``dim`` (default: the last dimension); ``dtype`` casts the input first.
     ``dim=None`` uses torch's deprecated implicit choice (0 for 0-, 1- and 3-D input, else 1)
-    with a warning."""
+    with a DeprecationWarning-style warning issued ``_stacklevel`` frames up, as torch."""
     if dim is None:
-        dim = _implicit_dim("softmax", input.ndim)
-    return _run("softmax", {"input": _cast(input, dtype)}, {"dim": dim}, save_output=True)
+        dim = _implicit_dim("softmax", input.ndim, _stacklevel)
+    return _softmax(input=_cast(input, dtype), dim=dim)
 
 
 def log_softmax(input, dim=-1, _stacklevel=3, dtype=None):
     """Log-softmax along ``dim`` (same conventions as :func:`softmax`)."""
     if dim is None:
-        dim = _implicit_dim("log_softmax", input.ndim)
-    return _run("log_softmax", {"input": _cast(input, dtype)}, {"dim": dim}, save_output=True)
+        dim = _implicit_dim("log_softmax", input.ndim, _stacklevel)
+    return _log_softmax(input=_cast(input, dtype), dim=dim)
 
 
 # ---------------------------------------------------------------------------- convolution
@@ -134,60 +133,41 @@ def log_softmax(input, dim=-1, _stacklevel=3, dtype=None):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D cross-correlation. input ``[N, C_in, H, W]`` (or unbatched), weight
     ``[C_out, C_in/groups, kH, kW]``; ``padding`` an int, a pair, ``'same'`` or ``'valid'``."""
-    return _run("conv2d", {"input": input, "weight": weight, "bias": bias},
-                {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups})
+    return _conv2d(input=input, weight=weight, bias=bias, stride=stride, padding=padding,
+                   dilation=dilation, groups=groups)
 
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1):
     """2-D transposed convolution; weight ``[C_in, C_out/groups, kH, kW]`` (note: ``groups``
     comes before ``dilation``, as in torch)."""
-    return _run("conv_transpose2d", {"input": input, "weight": weight, "bias": bias},
-                {"stride": stride, "padding": padding, "output_padding": output_padding,
-                 "groups": groups, "dilation": dilation})
+    return _conv_transpose2d(input=input, weight=weight, bias=bias, stride=stride,
+                             padding=padding, output_padding=output_padding, groups=groups,
+                             dilation=dilation)
 
 
 # ---------------------------------------------------------------------------- pooling
-
-class _MaxPool2d(Function):
-    @staticmethod
-    def forward(ctx, input, params):
-        out, idx = _dispatch.forward("max_pool2d", input, **params, return_indices=True)
-        ctx.save_for_backward(input, idx)
-        ctx.params = params
-        return out, idx
-
-    @staticmethod
-    def backward(ctx, grad, _grad_idx):
-        input, idx = ctx.saved_tensors
-        return (_dispatch.backward("max_pool2d", grad, input, **ctx.params, indices=idx)[0],
-                None)
-
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """2-D max pooling; with ``return_indices`` also the int64 flat index (into H*W) of each
     maximum. ``stride`` defaults to ``kernel_size``."""
-    params = {"kernel_size": kernel_size, "stride": stride, "padding": padding,
-              "dilation": dilation, "ceil_mode": ceil_mode}
-    if not isinstance(input, Tensor):
-        return _dispatch.forward("max_pool2d", input, **params, return_indices=return_indices)
-    out, idx = _MaxPool2d.apply(input, params=params)
-    return (out, idx) if return_indices else out
+    out, indices = _max_pool2d(input=input, kernel_size=kernel_size, stride=stride,
+                               padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+    return (out, indices) if return_indices else out
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     """2-D average pooling, torch's divisor rules (``count_include_pad``, ``divisor_override``)."""
-    return _run("avg_pool2d", {"input": input},
-                {"kernel_size": kernel_size, "stride": stride, "padding": padding,
-                 "ceil_mode": ceil_mode, "count_include_pad": count_include_pad,
-                 "divisor_override": divisor_override})
+    return _avg_pool2d(input=input, kernel_size=kernel_size, stride=stride, padding=padding,
+                       ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                       divisor_override=divisor_override)
 
 
 def adaptive_avg_pool2d(input, output_size):
     """Adaptive 2-D average pooling to ``output_size`` (an int or a pair; None keeps a size)."""
-    return _run("adaptive_avg_pool2d", {"input": input}, {"output_size": output_size})
+    return _adaptive_avg_pool2d(input=input, output_size=output_size)
 
 
 # ---------------------------------------------------------------------------- normalisation
@@ -197,78 +177,53 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """Batch normalisation over ``[N, C, *]``. In training the running statistics (raw arrays)
     are updated in place, as torch; ``num_batches_tracked`` (a 1-element int64 array) is needed
     for ``momentum=None`` (cumulative average). Gradients go to input, weight and bias."""
-    if isinstance(running_mean, Tensor) or isinstance(running_var, Tensor):
-        running_mean = running_mean.data if isinstance(running_mean, Tensor) else running_mean
-        running_var = running_var.data if isinstance(running_var, Tensor) else running_var
-    return _run("batch_norm",
-                {"input": input, "running_mean": running_mean, "running_var": running_var,
-                 "weight": weight, "bias": bias},
-                {"training": training, "momentum": momentum, "eps": eps,
-                 "num_batches_tracked": num_batches_tracked},
-                grad_names=("input", "weight", "bias"),
-                copy=() if training else ("running_mean", "running_var"))
+    # running statistics are buffers, never graph inputs: a Tensor's array is updated in place
+    running_mean = running_mean.data if isinstance(running_mean, Tensor) else running_mean
+    running_var = running_var.data if isinstance(running_var, Tensor) else running_var
+    return _batch_norm(input=input, running_mean=running_mean, running_var=running_var,
+                       weight=weight, bias=bias, training=training, momentum=momentum, eps=eps,
+                       num_batches_tracked=num_batches_tracked)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
     """Layer normalisation over the trailing ``normalized_shape`` dims."""
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
         else tuple(normalized_shape)
-    return _run("layer_norm", {"input": input, "weight": weight, "bias": bias},
-                {"normalized_shape": normalized_shape, "eps": eps})
+    return _layer_norm(input=input, normalized_shape=normalized_shape, weight=weight, bias=bias,
+                       eps=eps)
 
 
 # ---------------------------------------------------------------------------- activations
 
 def relu(input, inplace=False):
     """max(x, 0). ``inplace`` applies to raw arrays; Tensors are computed out of place."""
-    if isinstance(input, Tensor):
-        inplace = False
-    return _run("relu", {"input": input}, {"inplace": inplace})
+    return _relu(input=input, inplace=inplace and not isinstance(input, Tensor))
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """x if x > 0 else negative_slope * x (``inplace`` only for raw arrays)."""
-    if isinstance(input, Tensor):
-        inplace = False
-    return _run("leaky_relu", {"input": input},
-                {"negative_slope": negative_slope, "inplace": inplace})
+    return _leaky_relu(input=input, negative_slope=negative_slope,
+                       inplace=inplace and not isinstance(input, Tensor))
 
 
 def elu(input, alpha=1.0, inplace=False):
     """x if x > 0 else alpha * (exp(x) - 1) (``inplace`` only for raw arrays)."""
-    if isinstance(input, Tensor):
-        inplace = False
-    return _run("elu", {"input": input}, {"alpha": alpha, "inplace": inplace})
+    return _elu(input=input, alpha=alpha, inplace=inplace and not isinstance(input, Tensor))
 
 
 def gelu(input, approximate="none"):
     """x * Phi(x) (``approximate='none'``) or its tanh approximation (``'tanh'``)."""
-    return _run("gelu", {"input": input}, {"approximate": approximate})
+    return _gelu(input=input, approximate=approximate)
 
 
 def sigmoid(input):
     """1 / (1 + exp(-x)); the backward uses the output."""
-    return _run("sigmoid", {"input": input}, {}, save_output=True)
+    return _sigmoid(input=input)
 
 
 def tanh(input):
     """tanh(x); the backward uses the output."""
-    return _run("tanh", {"input": input}, {}, save_output=True)
-
-
-class _Dropout(Function):
-    @staticmethod
-    def forward(ctx, input, p, training, generator):
-        out, mask = _dispatch.forward("dropout", input, p=p, training=training,
-                                      generator=generator, return_mask=True)
-        ctx.save_for_backward(mask)
-        ctx.p = p
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        (mask,) = ctx.saved_tensors
-        return (_dispatch.backward("dropout", grad, mask, p=ctx.p)[0],)
+    return _tanh(input=input)
 
 
 def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
@@ -276,14 +231,17 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
 
     ``generator`` is a ``np.random.Generator``; when None, the library's default generator
     (seeded by ``cvkernels.nn.init.manual_seed``) is used. ``inplace`` is accepted for
-    signature compatibility and ignored (the result is a new array).
+    signature compatibility and ignored (the result is a new array). The backward reuses the
+    forward's keep-mask.
     """
-    if generator is None and training and p > 0:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+    if not training:
+        p = 0.0       # the identity: its backward must not scale by 1/(1-p) either
+    if generator is None and p > 0:
         from .nn.init import default_generator
         generator = default_generator()
-    if not isinstance(input, Tensor):
-        return _dispatch.forward("dropout", input, p=p, training=training, generator=generator)
-    return _Dropout.apply(input, p, training, generator)
+    return _dropout(input=input, p=p, training=training, generator=generator)[0]
 
 
 # ---------------------------------------------------------------------------- losses
@@ -296,17 +254,16 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     compatibility; passing them raises.
     """
     _no_legacy("cross_entropy", size_average, reduce)
-    return _run("cross_entropy", {"input": input, "target": target, "weight": weight},
-                {"ignore_index": ignore_index, "reduction": reduction,
-                 "label_smoothing": label_smoothing})
+    return _cross_entropy(input=input, target=target, weight=weight, ignore_index=ignore_index,
+                          reduction=reduction, label_smoothing=label_smoothing)
 
 
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None,
                       reduce=None, reduction="mean"):
     """Multi-class hinge (SVM) loss; ``p`` in {1, 2}. Only ``input`` gets a gradient."""
     _no_legacy("multi_margin_loss", size_average, reduce)
-    return _run("multi_margin_loss", {"input": input, "target": target, "weight": weight},
-                {"p": p, "margin": margin, "reduction": reduction})
+    return _multi_margin_loss(input=input, target=target, p=p, margin=margin, weight=weight,
+                              reduction=reduction)
 
 
 # ---------------------------------------------------------------------------- attention
@@ -315,10 +272,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  is_causal=False, scale=None, enable_gqa=False):
     """softmax(Q K^T * scale + mask) V. ``attn_mask`` bool (True = takes part) or additive float
     (differentiable when a Tensor); a fully masked row gives zeros."""
-    return _run("scaled_dot_product_attention",
-                {"query": query, "key": key, "value": value, "attn_mask": attn_mask},
-                {"dropout_p": dropout_p, "is_causal": is_causal, "scale": scale,
-                 "enable_gqa": enable_gqa})
+    return _sdpa(query=query, key=key, value=value, attn_mask=attn_mask, dropout_p=dropout_p,
+                 is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
 
 
 def multi_head_attention(query, key, value, num_heads, in_proj_weight, in_proj_bias,
@@ -329,8 +284,7 @@ def multi_head_attention(query, key, value, num_heads, in_proj_weight, in_proj_b
     uses :func:`scaled_dot_product_attention`'s convention (bool True = takes part), which is the
     opposite of ``torch.nn.MultiheadAttention``'s.
     """
-    return _run("multi_head_attention",
-                {"query": query, "key": key, "value": value, "in_proj_weight": in_proj_weight,
-                 "in_proj_bias": in_proj_bias, "out_proj_weight": out_proj_weight,
-                 "out_proj_bias": out_proj_bias, "attn_mask": attn_mask},
-                {"num_heads": num_heads})
+    return _mha(query=query, key=key, value=value, num_heads=num_heads,
+                in_proj_weight=in_proj_weight, in_proj_bias=in_proj_bias,
+                out_proj_weight=out_proj_weight, out_proj_bias=out_proj_bias,
+                attn_mask=attn_mask)

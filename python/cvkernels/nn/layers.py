@@ -12,6 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import functional as F
+from .._checks import pair
 from ..autograd import Tensor, array_module
 from . import init
 from .module import Module, Parameter
@@ -25,10 +26,6 @@ __all__ = ["Linear", "Conv2d", "ConvTranspose2d", "BatchNorm2d", "LayerNorm", "M
 
 def _empty(shape, dtype):
     return Parameter(np.zeros(shape, dtype=dtype))
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 class Identity(Module):
@@ -112,9 +109,10 @@ class Conv2d(_ConvNd):
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        self.dilation, self.groups = _pair(dilation), groups
+        self.kernel_size = pair("Conv2d", "kernel_size", kernel_size)
+        self.stride = pair("Conv2d", "stride", stride)
+        self.padding = padding if isinstance(padding, str) else pair("Conv2d", "padding", padding)
+        self.dilation, self.groups = pair("Conv2d", "dilation", dilation), groups
         self._init_params((out_channels, in_channels // groups) + self.kernel_size,
                           out_channels, bias, generator, dtype)
 
@@ -138,9 +136,12 @@ class ConvTranspose2d(_ConvNd):
             raise ValueError(f"ConvTranspose2d: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.output_padding = _pair(padding), _pair(output_padding)
-        self.dilation, self.groups = _pair(dilation), groups
+        fn = "ConvTranspose2d"
+        self.kernel_size = pair(fn, "kernel_size", kernel_size)
+        self.stride = pair(fn, "stride", stride)
+        self.padding = pair(fn, "padding", padding)
+        self.output_padding = pair(fn, "output_padding", output_padding)
+        self.dilation, self.groups = pair(fn, "dilation", dilation), groups
         self._init_params((in_channels, out_channels // groups) + self.kernel_size,
                           out_channels, bias, generator, dtype)
 
@@ -362,7 +363,7 @@ class Softmax(Module):
 
     def forward(self, input):
         """Apply softmax."""
-        return F.softmax(input, self.dim)
+        return F.softmax(input, self.dim, _stacklevel=5)   # warn at the module's caller
 
 
 class LogSoftmax(Module):
@@ -374,7 +375,7 @@ class LogSoftmax(Module):
 
     def forward(self, input):
         """Apply log_softmax."""
-        return F.log_softmax(input, self.dim)
+        return F.log_softmax(input, self.dim, _stacklevel=5)
 
 
 class Dropout(Module):

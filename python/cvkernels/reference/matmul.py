@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import check_float, check_ndim, check_same_dtype
+from ..numerics import unbroadcast as _unbroadcast  # noqa: F401  (kernel_ops imports it here)
 
 __all__ = ["matmul", "matmul_forward", "matmul_backward",
            "linear", "linear_forward", "linear_backward"]
@@ -36,16 +37,6 @@ def matmul_forward(input, other):
     _check_matmul("matmul", input, other)
     out = np.matmul(input.astype(np.float64), other.astype(np.float64))
     return np.asarray(out, dtype=input.dtype)
-
-
-def _unbroadcast(g, shape):
-    """Sum ``g`` down to ``shape`` (reverse of numpy broadcasting)."""
-    while g.ndim > len(shape):
-        g = g.sum(axis=0)
-    for i, s in enumerate(shape):
-        if s == 1 and g.shape[i] != 1:
-            g = g.sum(axis=i, keepdims=True)
-    return g
 
 
 def promote_1d(a, b, g, xp):
