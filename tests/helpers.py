@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cvkernels.numerics import unit_roundoff
+
 
 def to_numpy(a):
     """Bring a numpy/CuPy/torch array (or a cvkernels.Tensor) to a numpy array."""
@@ -94,7 +96,7 @@ def rounding_tol(dtype, expected) -> dict:
     magnitude, for sums of < 1e3 terms); float16 subnormals round to 2^-25 absolute."""
     scale = float(np.max(np.abs(expected))) if np.size(expected) else 0.0
     dt = np.dtype(dtype)
-    rtol = {np.float16: 2.0**-11, np.float32: 2.0**-24, np.float64: 1e-12}[dt.type]
+    rtol = unit_roundoff(dt) if dt != np.float64 else 1e-12
     return dict(atol=1e-12 * scale + (2.0**-25 if dt == np.float16 else 0.0), rtol=rtol)
 
 

@@ -9,6 +9,7 @@ from cvkernels import _arrays, _backend, backends
 from cvkernels import spec
 from cvkernels.backends import runtime
 from cvkernels.check import run_checks
+from cvkernels.numerics import U32
 from helpers import assert_close
 
 needs_sim = pytest.mark.skipif(not backends.get("sim").available(), reason="_cudasim not built")
@@ -84,7 +85,7 @@ def test_functional_on_sim_runs_the_kernel(monkeypatch):
     # dim 0 moved last: 300 rows of 5
     assert calls == [("softmax_forward_kernel<float, false, false, false>", 300, 5)]
     assert_close(y, cvk.reference.softmax_forward(x.astype(np.float64), 0).astype(np.float32),
-                 atol=0, rtol=13 * 2.0 ** -24)
+                 atol=0, rtol=13 * U32)
 
 
 @needs_sim

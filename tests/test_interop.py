@@ -9,7 +9,7 @@ from cvkernels import reference as ref
 from helpers import assert_close, to_numpy
 
 GPU_BACKENDS = ["cuda", "rawkernel"]
-U32 = 2.0 ** -24
+from cvkernels.numerics import U32
 
 
 @pytest.mark.gpu

@@ -10,7 +10,7 @@ from cvkernels.specs import softmax as S
 from helpers import assert_close, to_numpy
 from runtimes import put, rt  # noqa: F401  (fixture)
 
-U32 = 2.0 ** -24  # unit roundoff of float32
+from cvkernels.numerics import U32
 
 
 def matmul_bound(a, b):

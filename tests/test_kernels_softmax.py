@@ -8,7 +8,7 @@ from cvkernels.specs import softmax as K
 from helpers import assert_close
 from runtimes import put, rt  # noqa: F401  (fixture)
 
-U32 = 2.0 ** -24
+from cvkernels.numerics import U32
 
 # Rounding budget per output, in units of U32: the normaliser is a sum of `cols` fp32 terms
 # (gamma_cols), plus a few roundings for exp, the subtraction and the division.

@@ -108,7 +108,7 @@ def test_bad_launch_configuration_raises():
     with pytest.raises(RuntimeError, match="invalid block dimensions"):
         _ext.sim_testing().launch("copy_kernel", [1], [2048], 0, 0,
                           [("ptr", x.ctypes.data), ("ptr", x.ctypes.data), ("i64", 4)])
-    with pytest.raises(ValueError, match="argument 2 must be int64, got float64"):
+    with pytest.raises(ValueError, match="argument 2 must be i64, got f64"):
         _ext.sim_testing().launch("copy_kernel", [1], [4], 0, 0,
                           [("ptr", x.ctypes.data), ("ptr", x.ctypes.data), ("f64", 4.0)])
     with pytest.raises(ValueError, match="no kernel registered as 'nope'"):
