@@ -2,7 +2,7 @@
 // cvk/vec.cuh) bit for bit, run on the simulator in CI and on a GPU where one is found, against
 // the same expectations (tests/test_half_types.py). T is __half or __nv_bfloat16 unless noted;
 // n is the element count; one thread per element, any 1-D grid.
-//   half_to_float_kernel<T>   out[i] = to_float(in[i])                       (T -> float32)
+//   half_to_float_kernel<T>   out[i] = to_float(in[i]); out[n+i] = float(in[i]) (operator float)
 //   float_to_half_kernel<T>   out[i] = from_float<T>(in[i]); out[n+i] = __float2half_rn /
 //                             __float2bfloat16_rn; out[2n+i] = T(in[i]) (converting constructor)
 //   half_arith_kernel<T>      out[k*n+i], k = 0..9: __hadd, __hsub, __hmul, __hdiv, __hfma(a,b,c),
@@ -26,7 +26,9 @@ __device__ __forceinline__ __nv_bfloat16 cvk_test_float2_rn(float x, __nv_bfloat
 template <class T>
 __global__ void half_to_float_kernel(const T* __restrict__ in, float* __restrict__ out, long long n) {
   const long long i = blockIdx.x * 1ll * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = cvk::to_float(in[i]);
+  if (i >= n) return;
+  out[i] = cvk::to_float(in[i]);
+  out[n + i] = static_cast<float>(in[i]);
 }
 
 template <class T>
