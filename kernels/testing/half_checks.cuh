@@ -12,6 +12,8 @@
 //                             one Packed128 per thread; n % Packed128<T>::size == 0
 //   vec_add_kernel<T>         out = from_float(to_float(a) + to_float(b)) through load128cs and
 //                             store128cs, element by element; acc in fp32
+//   half_atomic_add_kernel<T> every thread: atomicAdd(acc, T(1)) and atomicAdd(acc + 1, T(-0.5)),
+//                             sums exact in T for up to 256 threads
 // Tensors are 1-D, contiguous; pointers 16-byte aligned for the vector kernels (a misaligned one
 // is the point of the simulator's error test). Not library operators.
 #pragma once
@@ -88,6 +90,12 @@ __global__ void vec_add_kernel(const T* a, const T* b, T* out, long long n) {
   cvk::store128cs(out + i, r);
 }
 
+template <class T>
+__global__ void half_atomic_add_kernel(T* acc) {
+  atomicAdd(acc, cvk::from_float<T>(1.0f));
+  atomicAdd(acc + 1, cvk::from_float<T>(-0.5f));
+}
+
 #ifdef CVK_REGISTER_TEST_KERNELS
 CVK_REGISTER(half_to_float_kernel<__half>)
 CVK_REGISTER(half_to_float_kernel<__nv_bfloat16>)
@@ -101,4 +109,6 @@ CVK_REGISTER(vec_copy_kernel<__nv_bfloat16>)
 CVK_REGISTER(vec_add_kernel<float>)
 CVK_REGISTER(vec_add_kernel<__half>)
 CVK_REGISTER(vec_add_kernel<__nv_bfloat16>)
+CVK_REGISTER(half_atomic_add_kernel<__half>)
+CVK_REGISTER(half_atomic_add_kernel<__nv_bfloat16>)
 #endif
