@@ -2,7 +2,7 @@
 // cvk/vec.cuh) bit for bit, run on the simulator in CI and on a GPU where one is found, against
 // the same expectations (tests/test_half_types.py). T is __half or __nv_bfloat16 unless noted;
 // n is the element count; one thread per element, any 1-D grid.
-//   half_to_float_kernel<T>   out[i] = to_float(in[i])                       (T -> float32)
+//   half_to_float_kernel<T>   out[i] = to_float(in[i]); out[n+i] = float(in[i]) (operator float)
 //   float_to_half_kernel<T>   out[i] = from_float<T>(in[i]); out[n+i] = __float2half_rn /
 //                             __float2bfloat16_rn; out[2n+i] = T(in[i]) (converting constructor)
 //   half_arith_kernel<T>      out[k*n+i], k = 0..9: __hadd, __hsub, __hmul, __hdiv, __hfma(a,b,c),
@@ -12,6 +12,8 @@
 //                             one Packed128 per thread; n % Packed128<T>::size == 0
 //   vec_add_kernel<T>         out = from_float(to_float(a) + to_float(b)) through load128cs and
 //                             store128cs, element by element; acc in fp32
+//   half_atomic_add_kernel<T> every thread: atomicAdd(acc, T(1)) and atomicAdd(acc + 1, T(-0.5)),
+//                             sums exact in T for up to 256 threads
 // Tensors are 1-D, contiguous; pointers 16-byte aligned for the vector kernels (a misaligned one
 // is the point of the simulator's error test). Not library operators.
 #pragma once
@@ -26,7 +28,9 @@ __device__ __forceinline__ __nv_bfloat16 cvk_test_float2_rn(float x, __nv_bfloat
 template <class T>
 __global__ void half_to_float_kernel(const T* __restrict__ in, float* __restrict__ out, long long n) {
   const long long i = blockIdx.x * 1ll * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = cvk::to_float(in[i]);
+  if (i >= n) return;
+  out[i] = cvk::to_float(in[i]);
+  out[n + i] = static_cast<float>(in[i]);
 }
 
 template <class T>
@@ -86,6 +90,12 @@ __global__ void vec_add_kernel(const T* a, const T* b, T* out, long long n) {
   cvk::store128cs(out + i, r);
 }
 
+template <class T>
+__global__ void half_atomic_add_kernel(T* acc) {
+  atomicAdd(acc, cvk::from_float<T>(1.0f));
+  atomicAdd(acc + 1, cvk::from_float<T>(-0.5f));
+}
+
 #ifdef CVK_REGISTER_TEST_KERNELS
 CVK_REGISTER(half_to_float_kernel<__half>)
 CVK_REGISTER(half_to_float_kernel<__nv_bfloat16>)
@@ -99,4 +109,6 @@ CVK_REGISTER(vec_copy_kernel<__nv_bfloat16>)
 CVK_REGISTER(vec_add_kernel<float>)
 CVK_REGISTER(vec_add_kernel<__half>)
 CVK_REGISTER(vec_add_kernel<__nv_bfloat16>)
+CVK_REGISTER(half_atomic_add_kernel<__half>)
+CVK_REGISTER(half_atomic_add_kernel<__nv_bfloat16>)
 #endif

@@ -9,7 +9,9 @@
 //     cvt.rn.f16.f32 / cvt.rn.bf16.f32 and cuda_fp16.hpp's host path do. numpy and ml_dtypes
 //     keep the sign and payload (float32 NaN 0x7fc00000 -> 0x7e00 / 0x7fc0): tests that compare
 //     with them must compare NaN-ness only, and check 0x7fff separately.
-//   - half/bf16 -> float is exact (NaN payloads kept, as on the GPU).
+//   - half/bf16 -> float is exact. NaN: bf16 keeps its payload (a shift, as cuda_bf16.hpp);
+//     half gives the canonical 0x7fffffff, as cuda_fp16.hpp's host __half2float (the device's
+//     cvt.f32.f16 NaN bits are not documented; tests compare NaN-ness there).
 //   - __hadd/__hsub/__hmul/__hdiv/__hfma round the exact result once, as add.f16, fma.rn.bf16
 //     etc. do: computed in double, which holds the exact half sum, difference and product; for
 //     div (and bf16 add/sub, whose exact sum can need more than 53 bits) double's p = 53 >= 2p+2
@@ -33,6 +35,7 @@ namespace cvk::sim::fp {
 
 inline std::uint64_t bits_of(double x) { std::uint64_t u; std::memcpy(&u, &x, 8); return u; }
 inline double double_of(std::uint64_t u) { double x; std::memcpy(&x, &u, 8); return x; }
+inline float float_of(std::uint32_t u) { float x; std::memcpy(&x, &u, 4); return x; }
 
 // Round a double to the binary format with EBITS exponent bits and MBITS stored mantissa bits,
 // to nearest even, with gradual underflow and overflow to inf. NaN -> 0x7fff (canonical).
@@ -122,7 +125,10 @@ struct alignas(2) __half {
   __half(I v) : __x(::cvk::sim::fp::round_from_double<5, 10>(static_cast<double>(v))) {}
   __half& operator=(const __half_raw& r) { __x = r.x; return *this; }
   operator __half_raw() const { return __half_raw{__x}; }
-  operator float() const { return static_cast<float>(::cvk::sim::fp::to_double<5, 10>(__x)); }
+  operator float() const {  // NaN -> canonical 0x7fffffff, as cuda_fp16.hpp's __half2float
+    if ((__x & 0x7fffu) > 0x7c00u) return ::cvk::sim::fp::float_of(0x7fffffffu);
+    return static_cast<float>(::cvk::sim::fp::to_double<5, 10>(__x));
+  }
 
  protected:
   unsigned short __x;  // protected, as in cuda_fp16.h: use __half_as_ushort
@@ -150,7 +156,9 @@ struct alignas(2) __nv_bfloat16 {
   __nv_bfloat16(I v) : __x(::cvk::sim::fp::round_from_double<8, 7>(static_cast<double>(v))) {}
   __nv_bfloat16& operator=(const __nv_bfloat16_raw& r) { __x = r.x; return *this; }
   operator __nv_bfloat16_raw() const { return __nv_bfloat16_raw{__x}; }
-  operator float() const { return static_cast<float>(::cvk::sim::fp::to_double<8, 7>(__x)); }
+  operator float() const {  // the top half of a float32, NaN payloads included
+    return ::cvk::sim::fp::float_of(static_cast<std::uint32_t>(__x) << 16);
+  }
 
  protected:
   unsigned short __x;

@@ -42,6 +42,13 @@ def cuda_include_dir() -> str | None:
     for c in cands:
         if c and (Path(c) / "include" / "cuda_fp16.h").is_file():
             return str(Path(c) / "include")
+    try:  # pip wheels and conda, as cuda-bindings finds them
+        from cuda.pathfinder import find_nvidia_header_directory
+        d = find_nvidia_header_directory("cudart")
+        if d and (Path(d) / "cuda_fp16.h").is_file():
+            return str(d)
+    except Exception:
+        pass
     return None
 
 
