@@ -21,6 +21,7 @@ __all__ = [
     "sigmoid_forward", "sigmoid_backward", "sigmoid",
     "tanh_forward", "tanh_backward", "tanh",
     "dropout_forward", "dropout_backward", "dropout",
+    "bias_relu_forward", "bias_relu_backward", "bias_relu", "check_bias_relu",
 ]
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -40,8 +41,8 @@ def _as_float(fn: str, name: str, x) -> np.ndarray:
 
 
 def _acc(x: np.ndarray) -> np.ndarray:
-    """Upcast float16 to float32 for the arithmetic; float32/float64 stay as they are."""
-    return x.astype(np.float32) if x.dtype == np.float16 else x
+    """Upcast float16/bfloat16 to float32 for the arithmetic; float32/float64 stay as they are."""
+    return x.astype(np.float32) if x.dtype.itemsize == 2 else x
 
 
 def _grad_pair(fn: str, grad_out, x, xname: str = "input"):
@@ -272,3 +273,40 @@ def dropout_backward(grad_out, mask, p=0.5):
 
 
 dropout = dropout_forward
+
+
+# ------------------------------------------------------------------------------------ bias_relu
+def check_bias_relu(fn: str, input, bias) -> None:
+    """``bias`` must be 1-D with ``input``'s last dimension (the one it is added along)."""
+    if input.ndim < 1:
+        raise ValueError(f"{fn}: input must have at least 1 dimension, got shape "
+                         f"{tuple(input.shape)}")
+    if tuple(bias.shape) != (input.shape[-1],):
+        raise ValueError(f"{fn}: bias must have shape ({input.shape[-1]},), input's last "
+                         f"dimension, got {tuple(bias.shape)}")
+
+
+def bias_relu_forward(input, bias):
+    """relu(input + bias), bias broadcast over the last dimension: the epilogue of a linear or
+    conv layer (cvkernels' own op; torch writes it as two). Same dtype and shape as ``input``."""
+    x, b = _as_float("bias_relu", "input", input), _as_float("bias_relu", "bias", bias)
+    check_bias_relu("bias_relu", x, b)
+    pre = _acc(x) + _acc(b)
+    return np.maximum(pre, np.zeros((), pre.dtype)).astype(x.dtype)  # NaN propagates
+
+
+def bias_relu_backward(grad_out, input, bias):
+    """``bias_relu_backward(grad_out, input, bias) -> (grad_input, grad_bias)``.
+
+    grad_input = grad_out where input + bias > 0, else 0; grad_bias sums it over all but the
+    last dimension.
+    """
+    g, x = _grad_pair("bias_relu_backward", grad_out, input)
+    b = _as_float("bias_relu_backward", "bias", bias)
+    check_bias_relu("bias_relu_backward", x, b)
+    gi = np.where(_acc(x) + _acc(b) > 0, _acc(g), 0)
+    gb = gi.reshape(-1, x.shape[-1]).sum(axis=0)
+    return gi.astype(g.dtype), gb.astype(g.dtype)
+
+
+bias_relu = bias_relu_forward
