@@ -1,6 +1,6 @@
 """The rawkernel backend's compile side: kernel sources through NVRTC via CuPy's RawModule.
 
-``NVRTC_OPTIONS`` are the options every source is compiled with, here and in the NVRTC compile
+``nvrtc_options()`` are the options every source is compiled with, here and in the NVRTC compile
 test. ``SimRawModule`` has CuPy RawModule's calling convention (``get_function(name)(grid, block,
 args, shared_mem=...)``) but runs the kernel on the CPU simulator, so the rawkernel launch code
 is exercised in CI without a GPU. Like a careful CuPy caller it insists on numpy scalar types:
@@ -86,8 +86,8 @@ class SimFunction:
               np.dtype(np.float32): "f32", np.dtype(np.float64): "f64",
               np.dtype(np.uint64): "ptr"}   # a raw pointer value (0: null), as CuPy passes it
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, ext=None):
+        self.name, self._ext = name, ext
         self.max_dynamic_shared_size_bytes = 48 * 1024   # CuPy RawKernel's attribute
 
     def _arg(self, i, a):
@@ -102,18 +102,20 @@ class SimFunction:
         grid = tuple(grid) if isinstance(grid, (tuple, list)) else (grid,)
         block = tuple(block) if isinstance(block, (tuple, list)) else (block,)
         typed = [self._arg(i, a) for i, a in enumerate(args)]
-        _ext.sim().launch(self.name, list(grid), list(block), int(shared_mem), 0, typed,
-                          int(self.max_dynamic_shared_size_bytes))
+        ext = self._ext or _ext.sim()
+        ext.launch(self.name, list(grid), list(block), int(shared_mem), 0, typed,
+                   int(self.max_dynamic_shared_size_bytes))
 
 
 class SimRawModule:
     """Stand-in for ``cupy.RawModule`` that launches on the CPU simulator."""
 
-    def __init__(self, code: str, options=(), name_expressions=()):
+    def __init__(self, code: str, options=(), name_expressions=(), ext=None):
         self.code, self.options = code, tuple(options)
         self.name_expressions = tuple(name_expressions)
+        self._ext = ext   # the simulator module to launch on (default: _cudasim)
 
     def get_function(self, name: str) -> SimFunction:
         if name not in self.name_expressions:
             raise ValueError(f"SimRawModule: {name!r} was not given in name_expressions")
-        return SimFunction(name)   # a new object per call, as CuPy's get_function
+        return SimFunction(name, self._ext)   # a new object per call, as CuPy's

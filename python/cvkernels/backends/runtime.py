@@ -123,11 +123,12 @@ def _verify(ext, families, what: str):
 class ExtRuntime(Runtime):
     """Launch through a pybind11 extension's generic ``launch``."""
 
-    def __init__(self, name, ext, xp, simulator: bool):
-        from ..spec import families
+    def __init__(self, name, ext, xp, simulator: bool, families=None):
+        from ..spec import families as all_families
         self.name, self.ext, self.xp, self.simulator = name, ext, xp, simulator
-        fams = [f for f in families() if f.sim or not simulator]
-        _verify(ext, fams, "_cudasim" if simulator else "_cuda")
+        fams = [f for f in (all_families() if families is None else families)
+                if f.sim or not simulator]
+        _verify(ext, fams, ext.__name__)
 
     def device(self):
         return sim_device() if self.simulator else gpu_device()
