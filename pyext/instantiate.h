@@ -7,6 +7,8 @@
 #include "softmax.cuh"
 #include "testing/sanitizer_controls.cuh"
 #include "testing/simulator_checks.cuh"
+#include "testing/mma_checks.cuh"
+#include "testing/cp_async_controls.cuh"
 
 #define CVK_MATMUL_TILE(BM, BN, BK, TM, TN)                                               \
   CVK_REGISTER(matmul_forward_kernel<BM, BN, BK, TM, TN, false, false, false>)           \
@@ -39,3 +41,20 @@ CVK_REGISTER(warp_partial_mask_kernel)
 CVK_REGISTER(warp_mask_misuse_kernel)
 CVK_REGISTER(atomics_kernel)
 CVK_REGISTER(indexing_smem_kernel)
+CVK_REGISTER(mma_m16n8k16_check_kernel<false>)
+CVK_REGISTER(mma_m16n8k16_check_kernel<true>)
+CVK_REGISTER(mma_m16n8k8_tf32_check_kernel)
+CVK_REGISTER(mma_partial_warp_kernel)
+CVK_REGISTER(ldmatrix_check_kernel<1, false>)
+CVK_REGISTER(ldmatrix_check_kernel<2, false>)
+CVK_REGISTER(ldmatrix_check_kernel<4, false>)
+CVK_REGISTER(ldmatrix_check_kernel<1, true>)
+CVK_REGISTER(ldmatrix_check_kernel<2, true>)
+CVK_REGISTER(ldmatrix_check_kernel<4, true>)
+CVK_REGISTER(cp_async_groups_kernel<4, false>)
+CVK_REGISTER(cp_async_groups_kernel<8, false>)
+CVK_REGISTER(cp_async_groups_kernel<16, false>)
+CVK_REGISTER(cp_async_groups_kernel<16, true>)
+CVK_REGISTER(cp_async_misuse_kernel)
+CVK_REGISTER(cp_async_stages_kernel)
+CVK_REGISTER(cp_async_early_read_kernel)
