@@ -29,6 +29,7 @@ __device__ __forceinline__ void two_stage_copy(const float* in, float* out) {
     __syncthreads();
   }
   for (int j = 0; j < 4; ++j) out[128 + mine + j] = smem[128 + next + j];  // BUG if EARLY
+  __syncthreads();  // every thread reads before any lands stage 1: the early read is seen always
   cvk::cp_async_wait_all();
 }
 
