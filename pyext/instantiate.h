@@ -4,6 +4,7 @@
 #include "registry.h"
 
 #include "matmul.cuh"
+#include "matmul_tc.cuh"
 #include "softmax.cuh"
 #include "testing/sanitizer_controls.cuh"
 #include "testing/simulator_checks.cuh"
@@ -58,3 +59,11 @@ CVK_REGISTER(cp_async_groups_kernel<16, true>)
 CVK_REGISTER(cp_async_misuse_kernel)
 CVK_REGISTER(cp_async_stages_kernel)
 CVK_REGISTER(cp_async_early_read_kernel)
+CVK_REGISTER(matmul_tc_forward_kernel<false, 8>)
+CVK_REGISTER(matmul_tc_forward_kernel<false, 4>)
+CVK_REGISTER(matmul_tc_forward_kernel<false, 2>)
+CVK_REGISTER(matmul_tc_forward_kernel<false, 1>)
+CVK_REGISTER(matmul_tc_forward_kernel<true, 8>)
+CVK_REGISTER(matmul_tc_forward_kernel<true, 4>)
+CVK_REGISTER(matmul_tc_forward_kernel<true, 2>)
+CVK_REGISTER(matmul_tc_forward_kernel<true, 1>)
