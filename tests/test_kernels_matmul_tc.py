@@ -155,3 +155,27 @@ def test_matmul_tc_misaligned_launch_is_an_error():
         _ext.sim().launch("matmul_tc_forward_kernel<false, 8>", [1, 1], [128], 0, 0,
                           [("ptr", a.ctypes.data), ("ptr", b.ctypes.data), ("ptr", c.ctypes.data),
                            ("i64", M), ("i64", N), ("i64", K)])
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_matmul_tc_compiles_under_nvrtc(arch):
+    """NVRTC with the rawkernel backend's options, for both targets the nvcc build embeds
+    (test_nvrtc_compile.py covers every source for sm_90)."""
+    nvrtc = pytest.importorskip("cuda.bindings.nvrtc")
+    code = (rk.kernels_dir() / "matmul_tc.cuh").read_text().encode()
+    err, prog = nvrtc.nvrtcCreateProgram(code, b"matmul_tc.cuh", 0, [], [])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    names = rk.name_expressions("matmul_tc.cuh")
+    assert len(names) == 8, names
+    for n in names:
+        nvrtc.nvrtcAddNameExpression(prog, n.encode())
+    opts = [o.encode() for o in rk.nvrtc_options()] + [f"--gpu-architecture={arch}".encode()]
+    (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
+    for n in names:
+        err, lowered = nvrtc.nvrtcGetLoweredName(prog, n.encode())
+        assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS and lowered.startswith(b"_Z"), n
+    nvrtc.nvrtcDestroyProgram(prog)
