@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/gpu_check.sh: on a CUDA GPU machine (no network needed), build cvkernels in place, run the
-# GPU tests, and time matmul/softmax beside their peers (bench/bench_ops.py). See bench/README.md.
+# GPU tests, and time every bench case the kernel specs declare beside its peer
+# (bench/bench_ops.py). See bench/README.md.
 #
 #   bash bench/gpu_check.sh            # full sizes
 #   bash bench/gpu_check.sh --quick    # small sizes, 3 reps; extra arguments go to bench_ops.py
@@ -82,6 +83,18 @@ EOF
 } > "$OUT/env.txt" 2>&1 || true
 say "output in $OUT; GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n1 || echo none found)"
 
+# ---- 0b. what the offline machine lacks, from wheels sent along in .whl/ ---------------------
+# (bf16 host arrays are ml_dtypes.bfloat16; fetch it here with
+#  pip download --python-version 3.12 --only-binary=:all: --no-deps -d .whl ml_dtypes)
+if ! "$PY" -c "import ml_dtypes" 2>/dev/null; then
+  if ls "$ROOT"/.whl/ml_dtypes-*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --find-links "$ROOT/.whl" ml_dtypes \
+      >> "$OUT/env.txt" 2>&1 || say "installing ml_dtypes from .whl/ failed"
+  else
+    say "ml_dtypes is missing and no wheel is in .whl/: bf16 cases will fail"
+  fi
+fi
+
 # ---- 1. build in place -----------------------------------------------------------------------
 say "1/3 build: pip install --no-build-isolation --no-deps -e . (CVK_CUDA_ARCHS=$CVK_CUDA_ARCHS)"
 s=$(date +%s)
@@ -97,7 +110,8 @@ if [[ $build_rc -ne 0 ]]; then
 fi
 set +e
 "$PY" -c 'from cvkernels import _ext; c = _ext.cuda(); s = _ext.sim()
-print("cvkernels extensions: _cuda", "OK" if c else "MISSING", "| _cudasim", "OK" if s else "MISSING")' \
+t = _ext.cuda_testing()
+print("cvkernels extensions: _cuda", "OK" if c else "MISSING", "| _cuda_testing", "OK" if t else "MISSING", "| _cudasim", "OK" if s else "MISSING")' \
   2>&1 | tee -a "$OUT/build.log"
 set -e
 

@@ -207,8 +207,10 @@ class Case:
     ``make(rng)`` returns ``(arrays, params)``: float64 arrays (the tester rounds them to the
     dtype under test and gives the reference the rounded values) and other arguments.
     ``bound(arrays, ref)`` returns the fp32 elementwise error bound (one per output when the op
-    returns a tuple), derived from rounding; fp16/bf16 use the low-precision rule of
-    design.md (see ``cvkernels.testing``). ``check`` puts the case in ``cvk check``.
+    returns a tuple), derived from rounding; fp16/bf16 outputs use the low-precision rule of
+    design.md (see ``cvkernels.testing``); ``out_dtype=FLOAT32`` marks an op whose outputs are
+    fp32 whatever its inputs (then the fp32 bound applies). ``check`` puts the case in
+    ``cvk check``.
     """
     op: str
     direction: str
@@ -218,6 +220,7 @@ class Case:
     check: bool = True
     dtypes: tuple | None = None
     call: Callable | None = None   # call(fn, arrays, params) -> outputs; default fn(**a, **p)
+    out_dtype: "DType | None" = None   # the outputs' dtype when it is not the inputs' (fp32)
 
 
 @dataclasses.dataclass

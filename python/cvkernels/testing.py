@@ -146,12 +146,13 @@ def run_case(rt, family, case, dtype: DType, layout: str = "contiguous", seed: i
     ours = _as_tuple(case.call(fn, rt, dev, params) if case.call else fn(rt, **dev, **params))
     if len(ours) != len(ref):
         return Result(False, detail=f"{len(ours)} outputs, reference has {len(ref)}")
+    out_dtype = case.out_dtype or dtype
     bounds = lowps = (None,) * len(ref)
-    if dtype == FLOAT32:
+    if out_dtype == FLOAT32:
         bounds = _as_tuple(case.bound(arrays_ref, ref if len(ref) > 1 else ref[0]))
     else:
         lowps = _lowp_reference(case, ref_fn, arrays_lp, params, dtype)
-    results = [compare(o, r, dtype, b, lp) for o, r, b, lp in zip(ours, ref, bounds, lowps)]
+    results = [compare(o, r, out_dtype, b, lp) for o, r, b, lp in zip(ours, ref, bounds, lowps)]
     bad = [(i, r) for i, r in enumerate(results) if not r.ok]
     worst = max(results, key=lambda r: (r.max_rel_err if r.max_rel_err == r.max_rel_err else -1))
     if bad:

@@ -411,3 +411,55 @@ inline int __float_as_int(float x) { int i; std::memcpy(&i, &x, 4); return i; }
 inline float __int_as_float(int i) { float x; std::memcpy(&x, &i, 4); return x; }
 using std::isnan;
 using std::isinf;
+
+// ---- GPU-only features: what emulating them would need (wgmma, TMA, clusters) ------------------
+// (Issue 7, part 4.) Kernels using these are declared GPU-only in their spec and tests until the
+// simulator learns them. What mma.sync/ldmatrix/cp.async needed (cvk/mma.cuh, cvk/cp_async.cuh:
+// warp_gather, thread_storage, deferred copies with poison + ASan poisoning) is the template.
+//
+// wgmma.mma_async (sm_90a; PTX ISA "Asynchronous Warpgroup Level Matrix Multiply-Accumulate
+// Instructions"):
+//   - a warpgroup collective (4 consecutive warps, 128 threads): needs a gather over 128 threads
+//     of one block, i.e. a group barrier + exchange like warp_gather but spanning warps (a named
+//     barrier over the warpgroup), with the same "every member alive" check;
+//   - shared-memory operands through 64-bit matrix descriptors: decode start address, leading-
+//     and stride-byte offsets, base offset and the swizzle mode (none, 32B, 64B, 128B: XOR of
+//     address bits [4:6] with [7:9] at 128B), for K-major and MN-major layouts of 8x8 "core
+//     matrices" ("Shared Memory Matrix Layout"); a model of those tables in tests/ like
+//     tests/mma_layouts.py, and checks that descriptors stay inside the block's shared memory;
+//   - the m64nNk16 (N = 8..256) register fragment layouts for A-from-registers and for D;
+//   - asynchrony: wgmma.fence / commit_group / wait_group N. Defer the accumulator update to the
+//     wait that covers it (per-thread pending list, as cp.async does), write NaN into the
+//     accumulator registers meanwhile (they are memory in the simulator, so the ASan build can
+//     poison them too), and report a read of A/B shared memory that was written without the
+//     required fence.proxy.async / wgmma.fence as a usage error (needs per-block write tracking);
+//   - numerics as mma.sync: exact products, fp32 accumulation in a documented order; tf32
+//     truncates the low 13 bits (stated for wgmma in the ISA).
+//
+// TMA, cp.async.bulk.tensor (sm_90; "Tensor Memory Accelerator", "cp.async.bulk.tensor"):
+//   - a host-side encoder with the fields of cuTensorMapEncodeTiled (global address, rank <= 5,
+//     dims, byte strides, box dims, element strides, interleave, swizzle, OOB fill zero/NaN)
+//     producing a simulator descriptor, and a 128-byte by-value (__grid_constant__) kernel
+//     argument kind in the registry / generic launch to pass it;
+//   - mbarrier emulation in shared memory: init(count), arrive, arrive.expect_tx(bytes),
+//     complete_tx, try_wait.parity with phase flipping; waiting lanes block like a barrier (a
+//     fiber switch), with TSan acquire/release edges exactly at phase completion;
+//   - the copy: gather the box with out-of-bounds fill and the swizzle into shared memory,
+//     deferred until it completes the mbarrier's transaction count (poison + ASan poisoning of
+//     the destination until then, as for cp.async); bulk stores (shared -> global) and
+//     cp.async.bulk.commit_group / wait_group[.read] for them; fence.proxy.async ordering of
+//     generic-proxy shared-memory writes before a TMA store reads them (checked, not assumed);
+//   - multicast (.multicast::cluster) needs clusters.
+//
+// Thread-block clusters and distributed shared memory (sm_90; "Cluster of Cooperative Thread
+// Arrays", mapa, barrier.cluster):
+//   - launch: cluster dims (launch attribute or __cluster_dims__), validation (grid divisible by
+//     the cluster, at most 8 blocks portable / 16 non-portable) as the driver refuses;
+//   - co-scheduling: all blocks of a cluster alive at once (their fibers interleaved), with
+//     %cluster_ctarank / %clusterid / %cluster_nctaid and cooperative_groups::this_cluster()
+//     (the simulator has no cooperative groups today);
+//   - barrier.cluster.arrive / wait (.relaxed variants without ordering) across the blocks;
+//   - DSMEM: mapa / map_shared_rank(ptr, rank) translating an address in this block's shared
+//     memory to the same offset in another block's, with bounds checks; accesses after that block
+//     exited are errors (the GPU requires a cluster barrier before exit);
+//   - TSan sees cluster barriers as the only edges between the blocks' shared-memory accesses.

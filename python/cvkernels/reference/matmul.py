@@ -7,7 +7,7 @@ from .._checks import check_float, check_ndim, check_same_dtype
 from ..numerics import unbroadcast as _unbroadcast  # noqa: F401  (kernel_ops imports it here)
 
 __all__ = ["matmul", "matmul_forward", "matmul_backward",
-           "linear", "linear_forward", "linear_backward"]
+           "linear", "linear_forward", "linear_backward", "matmul_tc_forward"]
 
 
 def _check_matmul(fn, a, b):
@@ -105,3 +105,15 @@ def linear_backward(grad_out, input, weight, bias=None):
 
 matmul = matmul_forward
 linear = linear_forward
+
+
+def matmul_tc_forward(input, other):
+    """The tensor-core product's contract: 2-D ``input @ other`` of fp16/bf16 matrices with an
+    fp32 result (float64 in, float64 out, for the oracle). Not differentiable: it is the
+    correctness vehicle of the mma.sync primitives (kernels/matmul_tc.cuh)."""
+    _check_matmul("matmul_tc", input, other)
+    if input.ndim != 2 or other.ndim != 2:
+        raise ValueError(f"matmul_tc: input and other must be 2-D, got shapes "
+                         f"{tuple(input.shape)} and {tuple(other.shape)}")
+    out = np.matmul(np.asarray(input, np.float64), np.asarray(other, np.float64))
+    return out if np.asarray(input).dtype == np.float64 else out.astype(np.float32)
