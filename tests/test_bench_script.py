@@ -61,7 +61,7 @@ def test_dry_run_writes_json_with_expected_keys(dry_run):
             assert len(r["times_ms"]) >= rep["timing"]["reps"]
             assert r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"] <= r["max_ms"]
             assert r["check"]["ok"] is True
-        if case["op"] == "matmul":
+        if case["op"] in ("matmul", "matmul_tc"):
             M, N, K = case["shape"]
             assert case["flop"] == 2 * M * N * K
             assert all(r["tflops"] > 0 for r in case["results"] if r["status"] == "ok")
