@@ -122,3 +122,25 @@ def test_cvk_check_passes_and_catches_a_broken_kernel(monkeypatch):
         bad = [r for r in run_checks(verbose=False, dtypes=dtypes) if r["op"] == "softmax"]
         assert {r["dtype"] for r in bad} == set(dtypes)
         assert bad and not any(r["passed"] for r in bad), [r for r in bad if r["passed"]]
+
+
+@needs_sim
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_arrays_run_on_the_kernels(dtype):
+    """numpy float16 / ml_dtypes bfloat16 arrays and torch CPU tensors of both types run on the
+    sim backend and come back in their own type (torch in, torch out)."""
+    import ml_dtypes
+    npdt = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(np.float16)
+    x = np.random.default_rng(0).standard_normal((4, 40)).astype(npdt)
+    with cvk.backend("sim"):
+        y = F.softmax(x, dim=-1)
+    assert y.dtype == npdt and y.shape == x.shape
+    ref = cvk.reference.softmax_forward(x.astype(np.float64))
+    assert np.abs(y.astype(np.float64) - ref).max() <= 2.0 ** -7
+    torch = pytest.importorskip("torch")
+    t = torch.from_numpy(x.view(np.int16)).view(torch.bfloat16) if dtype == "bfloat16" \
+        else torch.from_numpy(x)
+    with cvk.backend("sim"):
+        ty = F.softmax(t, dim=-1)
+    assert isinstance(ty, torch.Tensor) and ty.dtype == t.dtype
+    np.testing.assert_array_equal(ty.view(torch.int16).numpy(), y.view(np.int16))

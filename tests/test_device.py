@@ -76,3 +76,33 @@ def test_dynamic_shared_memory_above_the_optin_limit_is_refused():
             p = SMEM_FAMILY.plan(SMEM_KERNEL, {}, grid=(1,), block=(32,), smem=164 * 1024)
             with pytest.raises(LaunchError, match="A100 .* allows at most 166912 bytes"):
                 rt.launch(p, **{"in": np.zeros(32, np.float32), "out": np.zeros(32, np.float32)})
+
+
+@pytest.mark.sim
+def test_workspace_is_allocated_by_the_runtime_and_bound_by_name(monkeypatch):
+    """A plan's workspace_bytes become a uint8 array from the caller's allocator (numpy here,
+    CuPy's current allocator on a GPU), bound to the schema's `workspace` argument."""
+    from cvkernels.backends import runtime
+    if _ext.sim_testing() is None:
+        pytest.skip("_cudasim_testing not built")
+    kernel = spec.Kernel("copy_kernel", (), (spec.In("workspace", "float32"),
+                                             spec.Out("out", "float32"), spec.I64("n")))
+    fam = spec.Family("testing_workspace", "testing/sanitizer_controls.cuh", [kernel],
+                      dtypes=(spec.FLOAT32,))
+    seen = []
+    real = runtime.bind
+
+    def spy(plan, args, ptr):
+        seen.append(args["workspace"])
+        return real(plan, args, ptr)
+    monkeypatch.setattr(runtime, "bind", spy)
+    rt = ExtRuntime("sim-testing", _ext.sim_testing(), np, True, families=[fam])
+    plan = fam.plan(kernel, {}, grid=(1,), block=(32,), workspace_bytes=4 * 32)
+    out = np.full(32, np.nan, np.float32)
+    with pytest.raises(TypeError, match="workspace must have dtype float32, got uint8"):
+        rt.launch(plan, out=out, n=32)      # the schema still checks what it is given
+    ws = seen[-1]
+    assert ws.dtype == np.uint8 and ws.nbytes == 128
+    w = np.arange(32, dtype=np.float32)
+    rt.launch(plan, workspace=w, out=out, n=32)   # a caller's own workspace is used as given
+    np.testing.assert_array_equal(out, w)

@@ -160,17 +160,27 @@ def test_matmul_batch_offsets_past_2_31_elements(rt, tmp_path):
 
 @pytest.mark.gpu
 def test_cuda_and_rawkernel_agree_bitwise():
-    """Same source, same plan: the two GPU launch paths must give identical bits."""
+    """Same source, same plan, same flush-to-zero mode (-ftz=true on both: CuPy appends it to
+    every NVRTC compile): the two GPU launch paths give identical bits, subnormal inputs and
+    outputs included."""
     from runtimes import make_runtime
     cuda, raw = make_runtime("cuda"), make_runtime("rawkernel")
     rng = np.random.default_rng(2)
     a, b = rand(rng, 300, 129), rand(rng, 129, 257)
     x = rand(rng, 67, 3001)
+    tiny = np.float32(1e-39)                                   # subnormal fp32
+    a_sub = (a * np.float32(1e-20)).astype(np.float32)        # products ~1e-40: subnormal
+    b_sub = b.copy()
+    b_sub[::3] = tiny
+    x_sub = x * np.float32(40.0)                                # exp underflows to subnormals
+    x_sub[:, ::7] = tiny
+    assert (np.abs(a_sub) < np.finfo(np.float32).tiny).any()
     for fn, args in [(K.matmul_forward, (a, b)), (S.softmax_forward, (x,)),
-                     (S.log_softmax_forward, (x,))]:
+                     (S.log_softmax_forward, (x,)), (K.matmul_forward, (a_sub, b_sub)),
+                     (S.softmax_forward, (x_sub,))]:
         got_cuda = to_numpy(fn(cuda, *[put(cuda, v) for v in args]))
         got_raw = to_numpy(fn(raw, *[put(raw, v) for v in args]))
-        np.testing.assert_array_equal(got_cuda, got_raw)
+        np.testing.assert_array_equal(got_cuda.view(np.uint32), got_raw.view(np.uint32))
 
 
 @pytest.mark.parametrize("ta,tb,with_bias", [(False, False, False), (True, False, False),

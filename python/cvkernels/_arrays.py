@@ -57,7 +57,9 @@ def to_native(x):
     if k is None or isinstance(x, np.ndarray):
         return x
     if k == HOST:
-        return x.detach().numpy() if _is_torch(x) else np.asarray(x)
+        if _is_torch(x):
+            return _torch_to_numpy(x.detach())
+        return np.asarray(x)
     import cupy
     if isinstance(x, cupy.ndarray):
         return x
@@ -66,6 +68,24 @@ def to_native(x):
     if hasattr(x, "__cuda_array_interface__"):
         return cupy.asarray(x)
     return cupy.from_dlpack(x)
+
+
+def _torch_to_numpy(t):
+    """A numpy view of a CPU tensor; bf16 as ml_dtypes.bfloat16 (through its bits: torch's
+    .numpy() has no bf16)."""
+    import torch
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def _numpy_to_torch(a):
+    import torch
+    a = np.ascontiguousarray(a)
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def restorer(example):
@@ -77,7 +97,7 @@ def restorer(example):
             if r is None or not hasattr(r, "shape"):
                 return r
             if isinstance(r, np.ndarray):
-                return torch.from_numpy(np.ascontiguousarray(r))
+                return _numpy_to_torch(r)
             return torch.from_dlpack(r)
         return back
     return lambda r: r
