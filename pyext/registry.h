@@ -87,6 +87,7 @@ void launch_typed(void (*fn)(Ts...), const std::string& name, const Plan& p, std
   (void)stream;
   try {
     sim::launch(dim3(p.grid.x, p.grid.y, p.grid.z), dim3(p.block.x, p.block.y, p.block.z), p.smem,
+                48 * 1024,
                 [&] { fn(std::get<I>(vals)...); });
   } catch (const sim::LaunchError& e) {
     throw std::runtime_error(name + ": launch failed: " + e.what());
