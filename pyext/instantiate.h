@@ -39,3 +39,10 @@ CVK_REGISTER(warp_partial_mask_kernel)
 CVK_REGISTER(warp_mask_misuse_kernel)
 CVK_REGISTER(atomics_kernel)
 CVK_REGISTER(indexing_smem_kernel)
+CVK_REGISTER(warp_swap_kernel)
+CVK_REGISTER(warp_swap_racy_kernel)
+#ifdef CVK_SIM
+CVK_REGISTER(sim_api_kernel)
+CVK_REGISTER(gather_exited_lane_kernel)
+CVK_REGISTER(gather_outside_mask_kernel)
+#endif

@@ -87,6 +87,8 @@
 #include <bit>
 #include <climits>
 #include <cmath>
+#include <cstddef>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
