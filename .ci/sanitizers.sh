@@ -21,7 +21,7 @@ run() {  # run <thread|address> <dir> <preload>
   CVK_SANITIZER="$1" CVK_SIM_PATH="$2" LD_PRELOAD="$3" \
     TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1" \
     ASAN_OPTIONS="detect_leaks=0" UBSAN_OPTIONS="print_stacktrace=1" \
-    python -m pytest -q -ra -p no:cacheprovider -m "sim or sanitizer" $SAN_TESTS || rc=$?
+    python -m pytest -q -rA -p no:cacheprovider -m "sim or sanitizer" $SAN_TESTS || rc=$?
   if [ "$rc" -eq 5 ]; then echo "sanitizers: pytest collected no tests" >&2; return 1; fi
   if [ "$rc" -eq 66 ]; then echo "sanitizers: ThreadSanitizer reported a race (exit 66)" >&2; fi
   return "$rc"

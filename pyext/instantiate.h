@@ -45,4 +45,6 @@ CVK_REGISTER(warp_swap_racy_kernel)
 CVK_REGISTER(sim_api_kernel)
 CVK_REGISTER(gather_exited_lane_kernel)
 CVK_REGISTER(gather_outside_mask_kernel)
+CVK_REGISTER(static_smem_48k_kernel)
+CVK_REGISTER(static_smem_50k_kernel)
 #endif

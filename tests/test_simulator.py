@@ -128,6 +128,33 @@ def test_launch_refuses_what_a_gpu_refuses(grid, block, smem, message):
         _ext.sim().launch("copy_kernel", grid, block, smem, 0, COPY_ARGS(x))
 
 
+def has_symbol_table(path):
+    """Whether an ELF64 file keeps its .symtab section (strip removes it)."""
+    import struct
+    data = Path(path).read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:
+        return False
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    return any(struct.unpack_from("<I", data, shoff + i * shentsize + 4)[0] == 2  # SHT_SYMTAB
+               for i in range(shnum))
+
+
+@pytest.mark.sim
+def test_static_shared_memory_above_48k_is_refused():
+    """ptxas refuses a kernel with more than 48 KiB of static __shared__ storage; the simulator
+    counts it per kernel (helpers included) and refuses the launch with ptxas's words."""
+    if not has_symbol_table(_ext.sim().__file__):
+        pytest.skip("the _cudasim module is stripped (a Release build): the simulator reads "
+                    "static __shared__ sizes from its symbol table (see test_launch_in_each_model)")
+    out = np.zeros(32, np.float32)
+    _ext.sim().launch("static_smem_48k_kernel", [2], [32], 0, 0, [("ptr", out.ctypes.data)])
+    np.testing.assert_array_equal(out, np.arange(32) + 1)
+    with pytest.raises(RuntimeError, match=r"static_smem_50k_kernel: launch failed: uses too "
+                                           r"much shared data \(0xc800 bytes, 0xc000 max\)$"):
+        _ext.sim().launch("static_smem_50k_kernel", [2], [32], 0, 0, [("ptr", out.ctypes.data)])
+
+
 @pytest.mark.sim
 def test_launch_limits_are_inclusive():
     x = np.arange(4, dtype=np.float32)
@@ -216,8 +243,23 @@ __global__ void fill(unsigned char* p, int n) {
   __syncthreads();
   if (threadIdx.x == 0) for (int i = 0; i < n; ++i) p[blockIdx.x * n + i] = s[n - 1 - i];
 }
+__global__ void smem_48k(float* out) {
+  __shared__ float s[12288];
+  s[threadIdx.x] = 1.f;
+  __syncthreads();
+  out[threadIdx.x] = s[threadIdx.x ^ 1];
+}
+__device__ __forceinline__ void smem_1k_more() { __shared__ float t[256]; t[threadIdx.x] = 0.f; }
+__global__ void smem_49k(float* out) {
+  smem_48k(out);
+  smem_1k_more();
+}
 int main() {
   std::vector<unsigned char> buf(4 * 100 * 1024);
+  std::vector<float> fo(64);
+  expect("static smem 48 KiB", [&] { launch(2, 64, 0, 48 * 1024, [&] { smem_48k(fo.data()); }); }, "ok");
+  expect("static smem 49 KiB", [&] { launch(2, 64, 0, 48 * 1024, [&] { smem_49k(fo.data()); }); },
+         "uses too much shared data (0xc400 bytes, 0xc000 max)");
   expect("opt-in 100 KiB", [&] { launch(4, 64, 100 * 1024, 100 * 1024, [&] { fill(buf.data(), 100 * 1024); }); }, "ok");
   for (int b = 0; b < 4; ++b) for (int i = 0; i < 100 * 1024; ++i)
     if (buf[b * 100 * 1024 + i] != static_cast<unsigned char>(100 * 1024 - 1 - i)) { std::printf("FAIL smem\n"); return 1; }

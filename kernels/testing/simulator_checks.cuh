@@ -88,6 +88,7 @@ __global__ void indexing_smem_kernel(const float* __restrict__ in, float* __rest
 //                   k8 lane^1's item through a 16-lane gather (lanes 0..15 only)
 //   gather_exited_lane_kernel   lanes 16..31 return, lanes 0..15 gather over the full mask
 //   gather_outside_mask_kernel  every lane gathers over a mask naming lane 0 only
+//   static_smem_48k_kernel / static_smem_50k_kernel  static shared storage at and above 48 KiB
 struct GatherItem {
   int a;
   float b;
@@ -141,6 +142,29 @@ __global__ void gather_outside_mask_kernel(const int* in, int* out) {
   cvk::sim::warp_gather(0x1u, in[threadIdx.x], all);
   out[threadIdx.x] = all[0];
 }
+
+// Static shared storage at ptxas's limit (48 KiB: runs) and above it, split between the kernel
+// and a helper (25 KiB each: refused, as ptxas refuses it on a GPU). out[t] = t + 1 of 32.
+__device__ __forceinline__ float smem_25k_helper(float v) {
+  __shared__ float h[6400];
+  h[threadIdx.x] = v;
+  __syncthreads();
+  return h[(threadIdx.x + 1) % blockDim.x];
+}
+
+__global__ void static_smem_48k_kernel(float* out) {
+  __shared__ float s[12288];
+  s[threadIdx.x] = static_cast<float>(threadIdx.x);
+  __syncthreads();
+  out[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x] + (threadIdx.x + 1 == blockDim.x ? blockDim.x : 0);
+}
+
+__global__ void static_smem_50k_kernel(float* out) {
+  __shared__ float s[6400];
+  s[threadIdx.x] = static_cast<float>(threadIdx.x);
+  __syncthreads();
+  out[threadIdx.x] = smem_25k_helper(s[threadIdx.x]);
+}
 #endif  // CVK_SIM
 
 #ifdef CVK_REGISTER_TEST_KERNELS
@@ -153,5 +177,7 @@ CVK_REGISTER(indexing_smem_kernel)
 CVK_REGISTER(sim_api_kernel)
 CVK_REGISTER(gather_exited_lane_kernel)
 CVK_REGISTER(gather_outside_mask_kernel)
+CVK_REGISTER(static_smem_48k_kernel)
+CVK_REGISTER(static_smem_50k_kernel)
 #endif
 #endif  // CVK_REGISTER_TEST_KERNELS

@@ -37,7 +37,8 @@
 // 1024 threads a block or block dims above (1024, 1024, 64), grid x above 2^31-1 or y, z above
 // 65535, any zero dim ("invalid configuration argument"); dynamic shared memory above the
 // kernel's cudaFuncAttributeMaxDynamicSharedMemorySize, or that attribute above the device's
-// opt-in maximum (227 KiB, H100) ("invalid argument").
+// opt-in maximum (227 KiB, H100) ("invalid argument"); static __shared__ storage above 48 KiB,
+// which ptxas refuses ("uses too much shared data", counted as cvk/sim/static_smem.h says).
 //
 // API for cvk/ helpers that emulate warp-collective instructions (mma, ldmatrix, cp.async):
 //   int lane();                     the calling CUDA thread's lane (0..31)
@@ -52,8 +53,7 @@
 // texture and surface objects and the intrinsics sim.h does not declare. Misuse it can detect
 // at run time (a lane calling a warp intrinsic whose mask leaves it out, dynamic shared memory
 // with none launched, a deadlock under fibers) raises an exception that the launch reports as
-// an error. Not modelled either: the static shared memory limit (48 KiB; ptxas refuses more
-// on a GPU, the simulator does not yet see a kernel's static size), memory ordering weaker than
+// an error. `__shared__` is supported at function scope only. Not modelled: memory ordering weaker than
 // the host's, and independent forward progress of a warp's lanes under fibers (a lane spinning
 // on a value another lane of its block writes, with no barrier between, never yields).
 //
@@ -205,6 +205,10 @@ class ThreadStorage {
 
 }  // namespace cvk::sim
 
+namespace cvk::sim {
+struct SmemFn;
+}
+
 #if CVK_SIM_MODEL == CVK_SIM_FIBERS
 #include "cvk/sim/fibers.h"
 #elif CVK_SIM_MODEL == CVK_SIM_THREADS
@@ -212,6 +216,7 @@ class ThreadStorage {
 #else
 #error "CVK_SIM_MODEL must be CVK_SIM_FIBERS or CVK_SIM_THREADS"
 #endif
+#include "cvk/sim/static_smem.h"
 
 namespace cvk::sim {
 inline int lane_in_width(int width) { return lane() & ~(width - 1); }

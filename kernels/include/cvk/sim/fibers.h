@@ -17,7 +17,7 @@
 #include <ucontext.h>
 #endif
 
-#define __shared__ static thread_local
+#define __shared__ CVK_SMEM_SITE static thread_local
 
 #if defined(__x86_64__)
 // Save the callee-saved registers and the stack pointer in *save_sp, load those of load_sp.
@@ -93,6 +93,7 @@ struct Worker {
   std::vector<unsigned char> dyn_smem;
   size_t dyn_bytes = 0;
   unsigned nthreads = 0, bar_expected = 0, bar_arrived = 0;
+  std::vector<const SmemFn*> smem_fns;  // functions whose __shared__ sites ran in this launch
 };
 
 inline thread_local Worker* t_worker = nullptr;
@@ -113,6 +114,7 @@ struct Launch {
   }
 };
 
+inline std::vector<const SmemFn*>& launch_smem_fns() { return t_worker->smem_fns; }
 inline Fiber& current_fiber() { return *t_worker->current; }
 inline int lane() { return t_worker->current->lane; }
 inline unsigned alive_lanes() { return t_worker->warps[t_worker->current->warp].alive; }
@@ -374,6 +376,7 @@ inline void run_block(Worker& w, Launch& L, unsigned long long b) {
 inline void work(Worker& w, Launch& L) {
   t_worker = &w;
   w.job = &L;
+  w.smem_fns.clear();
   w.dyn_bytes = L.smem;
   if (w.dyn_smem.size() < L.smem) w.dyn_smem.resize(L.smem);
   for (;;) {

@@ -9,7 +9,7 @@
 #include <map>
 #include <thread>
 
-#define __shared__ static
+#define __shared__ CVK_SMEM_SITE static
 
 #ifdef __SANITIZE_THREAD__
 extern "C" {
@@ -139,9 +139,11 @@ struct ThreadState {
   Warp* warp = nullptr;
   int lane = 0;
   ThreadStorage* storage = nullptr;
+  std::vector<const SmemFn*> smem_fns;  // functions whose __shared__ sites ran in this launch
 };
 inline thread_local ThreadState tls;
 
+inline std::vector<const SmemFn*>& launch_smem_fns() { return tls.smem_fns; }
 inline int lane() { return tls.lane; }
 inline unsigned alive_lanes() { return tls.warp->alive_mask.load(std::memory_order_relaxed); }
 template <class T>
