@@ -3,6 +3,7 @@ warp_intrinsics_kernel, atomics_kernel, indexing_smem_kernel. The same kernels r
 where one is found, against the same expected values. The simulator-only API (lane,
 alive_lanes, warp_gather, thread_storage), the launch refusals, and sim::launch in both
 execution models (fibers, threads) are checked on the simulator only."""
+import os
 import subprocess
 from pathlib import Path
 
@@ -290,9 +291,10 @@ def test_launch_in_each_model(tmp_path, model):
     src = tmp_path / "launch_checks.cpp"
     src.write_text(LAUNCH_CHECKS)
     exe = tmp_path / "launch_checks"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # sanitizer CI sets it
     subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", "-DCVK_SIM", f"-DCVK_SIM_MODEL={model}",
-                    f"-I{ROOT / 'kernels/include'}", str(src), "-o", str(exe)], check=True)
-    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+                    f"-I{ROOT / 'kernels/include'}", str(src), "-o", str(exe)], check=True, env=env)
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300, env=env)
     print(proc.stdout)
     assert proc.returncode == 0 and "all ok" in proc.stdout, proc.stdout + proc.stderr
 

@@ -30,8 +30,9 @@
 //     under threads (one block at a time overall); dynamic shared memory is one buffer of
 //     exactly the launch's size per running block;
 //   - atomics are std::atomic_ref with relaxed order, as CUDA's atomics are.
-// Between blocks on the same worker the simulator orders everything (a block's shared memory is
-// reused by the next block there); it adds no other edge between blocks.
+// Blocks: under fibers, blocks on different workers run concurrently and unordered, as on a GPU;
+// consecutive blocks on one worker are ordered (the next one reuses the shared memory). Under
+// threads, a barrier over all host threads orders each block before the next.
 //
 // Launch configuration is refused as the GPU refuses it, with CUDA's error text: more than
 // 1024 threads a block or block dims above (1024, 1024, 64), grid x above 2^31-1 or y, z above
