@@ -19,6 +19,21 @@
 
 #define __shared__ CVK_SMEM_SITE static thread_local
 
+// Under ThreadSanitizer every fiber is a TSan fiber, switched to without synchronisation
+// (__tsan_switch_to_fiber_no_sync); the happens-before edges are CUDA's only: each barrier
+// generation is a sync object that its arrivals release and its departures acquire (two
+// objects alternate, so a fast thread's next arrival never reaches a slow thread still
+// leaving). The simulator's own bookkeeping, touched by every fiber of a worker, is not
+// instrumented (CVK_SIM_UNCHECKED); kernel code and shared memory are.
+#ifdef __SANITIZE_THREAD__
+#include <sanitizer/tsan_interface.h>
+#define CVK_SIM_UNCHECKED __attribute__((no_sanitize("thread")))
+#define CVK_TSAN(...) __VA_ARGS__
+#else
+#define CVK_SIM_UNCHECKED
+#define CVK_TSAN(...)
+#endif
+
 #if defined(__x86_64__)
 // Save the callee-saved registers and the stack pointer in *save_sp, load those of load_sp.
 // A naked inline function (one comdat copy per module, LTO-safe, unlike a top-level asm).
@@ -58,7 +73,9 @@ struct Fiber {
   dim3 idx;
   int lane = 0, warp = 0;
   ThreadStorage storage;
+  void* tsan = nullptr;  // its TSan fiber (ThreadSanitizer builds)
   ~Fiber() {
+    CVK_TSAN(if (tsan) __tsan_destroy_fiber(tsan));
     if (map) munmap(map, map_size);
   }
 };
@@ -71,6 +88,7 @@ struct WarpBar {
   unsigned released[2] = {};  // the lanes that completed generation g, by g & 1
   unsigned long long slot[2][32] = {};
   const void* gather[2][32] = {};
+  char sync[2] = {};  // TSan sync objects, by generation & 1
 };
 
 struct WarpState {
@@ -92,7 +110,11 @@ struct Worker {
   std::vector<WarpState> warps;
   std::vector<unsigned char> dyn_smem;
   size_t dyn_bytes = 0;
-  unsigned nthreads = 0, bar_expected = 0, bar_arrived = 0;
+  unsigned nthreads = 0, bar_expected = 0, bar_arrived = 0, bar_gen = 0;
+  char bar_sync[2] = {};  // TSan sync objects of __syncthreads, by generation & 1
+  char block_start = 0;  // TSan: the scheduler's set-up before the block's threads
+  char block_end = 0;    // TSan: the block's threads before the scheduler's next block
+  void* tsan_sched = nullptr;
   std::vector<const SmemFn*> smem_fns;  // functions whose __shared__ sites ran in this launch
 };
 
@@ -116,14 +138,22 @@ struct Launch {
 
 inline std::vector<const SmemFn*>& launch_smem_fns() { return t_worker->smem_fns; }
 inline Fiber& current_fiber() { return *t_worker->current; }
-inline int lane() { return t_worker->current->lane; }
-inline unsigned alive_lanes() { return t_worker->warps[t_worker->current->warp].alive; }
+CVK_SIM_UNCHECKED inline int lane() {
+  CVK_SIM_UNCHECKED_SCOPE;
+  return t_worker->current->lane;
+}
+CVK_SIM_UNCHECKED inline unsigned alive_lanes() {
+  CVK_SIM_UNCHECKED_SCOPE;
+  return t_worker->warps[t_worker->current->warp].alive;
+}
 template <class T>
 T& thread_storage() {
+  CVK_SIM_UNCHECKED_SCOPE;
   return t_worker->current->storage.get<T>();
 }
 
-inline void* dynamic_smem() {
+CVK_SIM_UNCHECKED inline void* dynamic_smem() {
+  CVK_SIM_UNCHECKED_SCOPE;
   Worker& w = *t_worker;
   if (w.dyn_bytes == 0) throw UsageError("dynamic shared memory used but 0 bytes launched");
   return w.dyn_smem.data();
@@ -132,11 +162,11 @@ inline void* dynamic_smem() {
 // ---- context switching ------------------------------------------------------------------------
 constexpr size_t kFiberStack = 256 * 1024;
 
-inline void fiber_main();
+CVK_SIM_UNCHECKED inline void fiber_main();
 
 #if defined(__x86_64__)
 inline void switch_to(void** save, void* load) { cvk_sim_switch_context(save, load); }
-inline void init_fiber_stack(Fiber& f) {
+CVK_SIM_UNCHECKED inline void init_fiber_stack(Fiber& f) {
   auto top = reinterpret_cast<std::uintptr_t>(f.map + f.map_size) & ~std::uintptr_t(15);
   void** sp = reinterpret_cast<void**>(top);
   *--sp = nullptr;                                    // fiber_main never returns
@@ -144,10 +174,16 @@ inline void init_fiber_stack(Fiber& f) {
   for (int i = 0; i < 6; ++i) *--sp = nullptr;        // rbp rbx r12 r13 r14 r15
   f.sp = sp;
 }
-inline void to_fiber(Worker& w, Fiber& f) { switch_to(&w.sched_sp, f.sp); }
-inline void to_scheduler(Worker& w, Fiber& f) { switch_to(&f.sp, w.sched_sp); }
+CVK_SIM_UNCHECKED inline void to_fiber(Worker& w, Fiber& f) {
+  CVK_TSAN(__tsan_switch_to_fiber(f.tsan, __tsan_switch_to_fiber_no_sync));
+  switch_to(&w.sched_sp, f.sp);
+}
+CVK_SIM_UNCHECKED inline void to_scheduler(Worker& w, Fiber& f) {
+  CVK_TSAN(__tsan_switch_to_fiber(w.tsan_sched, __tsan_switch_to_fiber_no_sync));
+  switch_to(&f.sp, w.sched_sp);
+}
 #else
-inline void init_fiber_stack(Fiber& f) {
+CVK_SIM_UNCHECKED inline void init_fiber_stack(Fiber& f) {
   getcontext(&f.uc);
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   f.uc.uc_stack.ss_sp = f.map + page;
@@ -155,11 +191,17 @@ inline void init_fiber_stack(Fiber& f) {
   f.uc.uc_link = nullptr;
   makecontext(&f.uc, &fiber_main, 0);
 }
-inline void to_fiber(Worker& w, Fiber& f) { swapcontext(&w.sched_uc, &f.uc); }
-inline void to_scheduler(Worker& w, Fiber& f) { swapcontext(&f.uc, &w.sched_uc); }
+CVK_SIM_UNCHECKED inline void to_fiber(Worker& w, Fiber& f) {
+  CVK_TSAN(__tsan_switch_to_fiber(f.tsan, __tsan_switch_to_fiber_no_sync));
+  swapcontext(&w.sched_uc, &f.uc);
+}
+CVK_SIM_UNCHECKED inline void to_scheduler(Worker& w, Fiber& f) {
+  CVK_TSAN(__tsan_switch_to_fiber(w.tsan_sched, __tsan_switch_to_fiber_no_sync));
+  swapcontext(&f.uc, &w.sched_uc);
+}
 #endif
 
-inline std::unique_ptr<Fiber> new_fiber() {
+CVK_SIM_UNCHECKED inline std::unique_ptr<Fiber> new_fiber() {
   auto f = std::make_unique<Fiber>();
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   f->map_size = kFiberStack + page;
@@ -169,11 +211,12 @@ inline std::unique_ptr<Fiber> new_fiber() {
   f->map = static_cast<unsigned char*>(m);
   mprotect(f->map, page, PROT_NONE);  // stacks grow down into the guard page
   init_fiber_stack(*f);
+  CVK_TSAN(f->tsan = __tsan_create_fiber(0));
   return f;
 }
 
 // The running fiber waits until another marks it ready.
-inline void block_current() {
+CVK_SIM_UNCHECKED inline void block_current() {
   Worker& w = *t_worker;
   Fiber& f = *w.current;
   f.state = FiberState::WAITING;
@@ -181,24 +224,27 @@ inline void block_current() {
 }
 
 // ---- barriers ---------------------------------------------------------------------------------
-inline void release_block_barrier(Worker& w) {
+CVK_SIM_UNCHECKED inline void release_block_barrier(Worker& w) {
   w.bar_arrived = 0;
+  ++w.bar_gen;
   for (unsigned t = 0; t < w.nthreads; ++t) {
     Fiber& f = *w.fibers[t];
     if (f.state == FiberState::WAITING) f.state = FiberState::READY;
   }
 }
 
-inline void syncthreads() {
+CVK_SIM_UNCHECKED inline void syncthreads() {
+  CVK_SIM_UNCHECKED_SCOPE;
   Worker& w = *t_worker;
-  if (++w.bar_arrived == w.bar_expected) {
+  CVK_TSAN(char* sync = &w.bar_sync[w.bar_gen & 1]; __tsan_release(sync));
+  if (++w.bar_arrived == w.bar_expected)
     release_block_barrier(w);
-    return;
-  }
-  block_current();
+  else
+    block_current();
+  CVK_TSAN(__tsan_acquire(sync));
 }
 
-inline void release_warp_barrier(Worker& w, int warp, WarpBar& b) {
+CVK_SIM_UNCHECKED inline void release_warp_barrier(Worker& w, int warp, WarpBar& b) {
   b.released[b.gen & 1] = b.arrived;
   const unsigned waiting = b.arrived;
   b.arrived = 0;
@@ -214,7 +260,7 @@ inline std::string mask_misuse(int lane) {
   return "lane " + std::to_string(lane) + " called a warp intrinsic whose mask does not include it";
 }
 
-inline WarpBar& warp_bar(unsigned mask) {
+CVK_SIM_UNCHECKED inline WarpBar& warp_bar(unsigned mask) {
   Worker& w = *t_worker;
   Fiber& f = *w.current;
   if (!((mask >> f.lane) & 1u)) throw UsageError(mask_misuse(f.lane));
@@ -230,10 +276,11 @@ inline WarpBar& warp_bar(unsigned mask) {
 }
 
 // Arrive at b and wait for its generation to complete; returns that generation's parity.
-inline int warp_wait(WarpBar& b) {
+CVK_SIM_UNCHECKED inline int warp_wait(WarpBar& b) {
   Worker& w = *t_worker;
   Fiber& f = *w.current;
   const int parity = static_cast<int>(b.gen & 1);
+  CVK_TSAN(__tsan_release(&b.sync[parity]));
   b.arrived |= 1u << f.lane;
   if (b.arrived == b.members) {
     release_warp_barrier(w, f.warp, b);
@@ -241,13 +288,20 @@ inline int warp_wait(WarpBar& b) {
     f.state = FiberState::WAITING;
     to_scheduler(w, f);
   }
+  CVK_TSAN(__tsan_acquire(&b.sync[parity]));
   return parity;
 }
 
-inline void syncwarp(unsigned mask) { warp_wait(warp_bar(mask)); }
+
+
+CVK_SIM_UNCHECKED inline void syncwarp(unsigned mask) {
+  CVK_SIM_UNCHECKED_SCOPE;
+  warp_wait(warp_bar(mask));
+}
 
 template <class T>
-T warp_exchange(unsigned mask, T v, int src_lane) {
+CVK_SIM_UNCHECKED T warp_exchange(unsigned mask, T v, int src_lane) {
+  CVK_SIM_UNCHECKED_SCOPE;
   static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of >8-byte type");
   WarpBar& b = warp_bar(mask);
   unsigned long long bits = 0;
@@ -260,7 +314,8 @@ T warp_exchange(unsigned mask, T v, int src_lane) {
   return out;
 }
 
-inline unsigned warp_vote(unsigned mask, int pred) {
+CVK_SIM_UNCHECKED inline unsigned warp_vote(unsigned mask, int pred) {
+  CVK_SIM_UNCHECKED_SCOPE;
   WarpBar& b = warp_bar(mask);
   b.slot[b.gen & 1][current_fiber().lane] = pred != 0;
   const int p = warp_wait(b);
@@ -277,7 +332,8 @@ inline std::string gather_exited(unsigned missing) {
 }
 
 template <class T>
-void warp_gather(unsigned mask, const T& mine, T* all) {
+CVK_SIM_UNCHECKED void warp_gather(unsigned mask, const T& mine, T* all) {
+  CVK_SIM_UNCHECKED_SCOPE;
   static_assert(std::is_trivially_copyable_v<T>, "warp_gather: T must be trivially copyable");
   WarpBar& b = warp_bar(mask);
   b.gather[b.gen & 1][current_fiber().lane] = &mine;
@@ -290,7 +346,7 @@ void warp_gather(unsigned mask, const T& mine, T* all) {
 }
 
 // The running fiber returns from the kernel: it stops counting towards the barriers.
-inline void exit_current(Worker& w) {
+CVK_SIM_UNCHECKED inline void exit_current(Worker& w) {
   Fiber& f = *w.current;
   --w.bar_expected;
   if (w.bar_arrived > 0 && w.bar_arrived == w.bar_expected) release_block_barrier(w);
@@ -306,21 +362,27 @@ inline void exit_current(Worker& w) {
   f.state = FiberState::DONE;
 }
 
-inline void fiber_main() {
+CVK_SIM_UNCHECKED inline void fiber_main() {
   for (;;) {
     Worker& w = *t_worker;
+    CVK_TSAN(__tsan_acquire(&w.block_start));
     try {
       (*w.job->body)();
     } catch (...) {
+      CVK_SIM_UNCHECKED_SCOPE;
       w.job->fail(std::current_exception());
     }
-    exit_current(w);
+    CVK_TSAN(__tsan_release(&w.block_end));
+    {
+      CVK_SIM_UNCHECKED_SCOPE;
+      exit_current(w);
+    }
     to_scheduler(w, *w.current);  // resumed for the next block
   }
 }
 
 // ---- blocks and the worker pool ---------------------------------------------------------------
-inline void run_block(Worker& w, Launch& L, unsigned long long b) {
+CVK_SIM_UNCHECKED inline void run_block(Worker& w, Launch& L, unsigned long long b) {
   const dim3 grid = L.grid, block = L.block;
   blockIdx = dim3(static_cast<unsigned>(b % grid.x), static_cast<unsigned>((b / grid.x) % grid.y),
                   static_cast<unsigned>(b / (1ull * grid.x * grid.y)));
@@ -346,6 +408,8 @@ inline void run_block(Worker& w, Launch& L, unsigned long long b) {
     f.warp = static_cast<int>(t / 32);
     f.storage.new_block();
   }
+  w.bar_gen = 0;
+  CVK_TSAN(__tsan_release(&w.block_start));
   unsigned live = n;
   while (live > 0) {
     bool ran = false;
@@ -370,11 +434,13 @@ inline void run_block(Worker& w, Launch& L, unsigned long long b) {
       break;
     }
   }
+  CVK_TSAN(__tsan_acquire(&w.block_end));
   w.current = nullptr;
 }
 
-inline void work(Worker& w, Launch& L) {
+CVK_SIM_UNCHECKED inline void work(Worker& w, Launch& L) {
   t_worker = &w;
+  CVK_TSAN(w.tsan_sched = __tsan_get_current_fiber());
   w.job = &L;
   w.smem_fns.clear();
   w.dyn_bytes = L.smem;

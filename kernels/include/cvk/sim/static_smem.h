@@ -123,6 +123,7 @@ inline std::string too_much_shared(size_t bytes) {
 // A __shared__ site ran: count its function's storage towards this launch's.
 inline void note_smem_fn(const SmemFn* f) {
   if (!f) return;
+  CVK_SIM_UNCHECKED_SCOPE;
   std::vector<const SmemFn*>& seen = launch_smem_fns();
   if (std::find(seen.begin(), seen.end(), f) == seen.end()) seen.push_back(f);
   size_t total = 0;  // every thread reaching a site of a refused launch throws
