@@ -1,7 +1,8 @@
 // cvk/sim.h: a CPU simulator of the CUDA execution model, for running kernels without a GPU.
 //
 // Two execution models, chosen at compile time (CVK_SIM_MODEL = CVK_SIM_FIBERS or
-// CVK_SIM_THREADS); the sanitizer builds default to threads, every other build to fibers.
+// CVK_SIM_THREADS); the AddressSanitizer build defaults to threads, every other build (the
+// ThreadSanitizer build included) to fibers. Both run the same kernel tests in CI.
 //
 // Fibers (cvk/sim/fibers.h, the fast default). A persistent pool of OS worker threads, one per
 // core (CVK_SIM_WORKERS overrides), is reused across launches; the launching thread is one of
@@ -11,14 +12,17 @@
 // and a worker's scheduler runs the block's ready fibers round-robin. __syncthreads and warp
 // barriers are fiber switches: a fiber that must wait yields to the scheduler; the last one in
 // marks the waiters ready. A block whose fibers all wait is a deadlock and an error of the launch.
+// Under ThreadSanitizer each fiber is a TSan fiber switched to without synchronisation; a
+// barrier's arrivals release, and its departures acquire, a sync object of its generation, so
+// TSan sees CUDA's happens-before edges and no others (see fibers.h).
 //
-// Threads (cvk/sim/threads.h, the sanitizer builds). One host thread per CUDA thread, created
+// Threads (cvk/sim/threads.h, the ASan build). One host thread per CUDA thread, created
 // at each launch; blocks run one after another, every host thread playing the same threadIdx in
 // each block, with a barrier over all of them between consecutive blocks. Barriers synchronise
 // through atomics and sleep in raw futex calls (Linux only), so ThreadSanitizer sees the
 // happens-before edges a CUDA program has and no others; the per-warp mutex that guards the warp
 // barrier table is hidden from TSan (AnnotateIgnoreSync*), so lanes of one warp are ordered by
-// warp barriers only and a missing __syncwarp is reported. Both models run the same tests.
+// warp barriers only and a missing __syncwarp is reported.
 //
 // In both models, within a block:
 //   - __syncthreads() is a barrier over the block's threads that have not returned;
@@ -27,8 +31,9 @@
 //     outside the mask may be elsewhere, as on Volta and later;
 //   - static __shared__ storage exists once per running block: `static thread_local` under
 //     fibers (one copy per worker, which runs one block at a time), a function-local static
-//     under threads (one block at a time overall); dynamic shared memory is one buffer of
-//     exactly the launch's size per running block;
+//     under threads (one block at a time overall); dynamic shared memory is one buffer per
+//     running block (per worker under fibers; of exactly the launch's size under threads, so
+//     ASan sees an overrun);
 //   - atomics are std::atomic_ref with relaxed order, as CUDA's atomics are.
 // Blocks: under fibers, blocks on different workers run concurrently and unordered, as on a GPU;
 // consecutive blocks on one worker are ordered (the next one reuses the shared memory). Under
@@ -39,7 +44,8 @@
 // 65535, any zero dim ("invalid configuration argument"); dynamic shared memory above the
 // kernel's cudaFuncAttributeMaxDynamicSharedMemorySize, or that attribute above the device's
 // opt-in maximum (227 KiB, H100) ("invalid argument"); static __shared__ storage above 48 KiB,
-// which ptxas refuses ("uses too much shared data", counted as cvk/sim/static_smem.h says).
+// which ptxas refuses ("uses too much shared data", counted as cvk/sim/static_smem.h says:
+// from the module's symbol table, so not in a stripped module, e.g. pybind11's Release build).
 //
 // API for cvk/ helpers that emulate warp-collective instructions (mma, ldmatrix, cp.async):
 //   int lane();                     the calling CUDA thread's lane (0..31)
@@ -54,9 +60,9 @@
 // texture and surface objects and the intrinsics sim.h does not declare. Misuse it can detect
 // at run time (a lane calling a warp intrinsic whose mask leaves it out, dynamic shared memory
 // with none launched, a deadlock under fibers) raises an exception that the launch reports as
-// an error. `__shared__` is supported at function scope only. Not modelled: memory ordering weaker than
-// the host's, and independent forward progress of a warp's lanes under fibers (a lane spinning
-// on a value another lane of its block writes, with no barrier between, never yields).
+// an error. `__shared__` is supported at function scope only. Not modelled: memory ordering
+// weaker than the host's, and independent forward progress under fibers (a thread spinning on
+// a value another thread of its block writes, with no barrier between, never yields).
 //
 // sm_90a features that stay GPU-only (kernels using them say so in their specs and tests):
 //   - wgmma: a warpgroup-collective (4 warps) async MMA reading shared-memory matrix

@@ -23,8 +23,10 @@
 // (__tsan_switch_to_fiber_no_sync); the happens-before edges are CUDA's only: each barrier
 // generation is a sync object that its arrivals release and its departures acquire (two
 // objects alternate, so a fast thread's next arrival never reaches a slow thread still
-// leaving). The simulator's own bookkeeping, touched by every fiber of a worker, is not
-// instrumented (CVK_SIM_UNCHECKED); kernel code and shared memory are.
+// leaving). Each worker adds two more: its scheduler's set-up before a block's fibers start,
+// and their ends before the next block. The simulator's own bookkeeping, touched by every fiber
+// of a worker, is not instrumented (CVK_SIM_UNCHECKED), and TSan ignores the accesses of the
+// library code it calls (CVK_SIM_UNCHECKED_SCOPE); kernel code and shared memory are checked.
 #ifdef __SANITIZE_THREAD__
 #include <sanitizer/tsan_interface.h>
 #define CVK_SIM_UNCHECKED __attribute__((no_sanitize("thread")))

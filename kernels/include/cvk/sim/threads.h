@@ -1,5 +1,6 @@
 // cvk/sim/threads.h: the thread-per-CUDA-thread model of the simulator (see cvk/sim.h), used
-// by the sanitizer builds. Included by cvk/sim.h only.
+// by the AddressSanitizer build (CVK_SIM_MODEL=CVK_SIM_THREADS selects it anywhere). Included
+// by cvk/sim.h only.
 #pragma once
 
 #include <linux/futex.h>
