@@ -148,9 +148,9 @@ def test_static_shared_memory_above_48k_is_refused():
     if not has_symbol_table(_ext.sim().__file__):
         pytest.skip("the _cudasim module is stripped (a Release build): the simulator reads "
                     "static __shared__ sizes from its symbol table (see test_launch_in_each_model)")
-    out = np.zeros(32, np.float32)
+    out = np.zeros(64, np.float32)
     _ext.sim().launch("static_smem_48k_kernel", [2], [32], 0, 0, [("ptr", out.ctypes.data)])
-    np.testing.assert_array_equal(out, np.arange(32) + 1)
+    np.testing.assert_array_equal(out, np.tile(np.arange(32) + 1, 2))
     with pytest.raises(RuntimeError, match=r"static_smem_50k_kernel: launch failed: uses too "
                                            r"much shared data \(0xc800 bytes, 0xc000 max\)$"):
         _ext.sim().launch("static_smem_50k_kernel", [2], [32], 0, 0, [("ptr", out.ctypes.data)])
@@ -248,7 +248,7 @@ __global__ void smem_48k(float* out) {
   __shared__ float s[12288];
   s[threadIdx.x] = 1.f;
   __syncthreads();
-  out[threadIdx.x] = s[threadIdx.x ^ 1];
+  out[blockIdx.x * blockDim.x + threadIdx.x] = s[threadIdx.x ^ 1];
 }
 __device__ __forceinline__ void smem_1k_more() { __shared__ float t[256]; t[threadIdx.x] = 0.f; }
 __global__ void smem_49k(float* out) {
@@ -257,7 +257,7 @@ __global__ void smem_49k(float* out) {
 }
 int main() {
   std::vector<unsigned char> buf(4 * 100 * 1024);
-  std::vector<float> fo(64);
+  std::vector<float> fo(128);
   expect("static smem 48 KiB", [&] { launch(2, 64, 0, 48 * 1024, [&] { smem_48k(fo.data()); }); }, "ok");
   expect("static smem 49 KiB", [&] { launch(2, 64, 0, 48 * 1024, [&] { smem_49k(fo.data()); }); },
          "uses too much shared data (0xc400 bytes, 0xc000 max)");

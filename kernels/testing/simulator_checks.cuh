@@ -144,7 +144,7 @@ __global__ void gather_outside_mask_kernel(const int* in, int* out) {
 }
 
 // Static shared storage at ptxas's limit (48 KiB: runs) and above it, split between the kernel
-// and a helper (25 KiB each: refused, as ptxas refuses it on a GPU). out[t] = t + 1 of 32.
+// and a helper (25 KiB each: refused, as ptxas refuses it on a GPU). out[b*32 + t] = t + 1.
 __device__ __forceinline__ float smem_25k_helper(float v) {
   __shared__ float h[6400];
   h[threadIdx.x] = v;
@@ -156,14 +156,15 @@ __global__ void static_smem_48k_kernel(float* out) {
   __shared__ float s[12288];
   s[threadIdx.x] = static_cast<float>(threadIdx.x);
   __syncthreads();
-  out[threadIdx.x] = s[(threadIdx.x + 1) % blockDim.x] + (threadIdx.x + 1 == blockDim.x ? blockDim.x : 0);
+  out[blockIdx.x * blockDim.x + threadIdx.x] =
+      s[(threadIdx.x + 1) % blockDim.x] + (threadIdx.x + 1 == blockDim.x ? blockDim.x : 0);
 }
 
 __global__ void static_smem_50k_kernel(float* out) {
   __shared__ float s[6400];
   s[threadIdx.x] = static_cast<float>(threadIdx.x);
   __syncthreads();
-  out[threadIdx.x] = smem_25k_helper(s[threadIdx.x]);
+  out[blockIdx.x * blockDim.x + threadIdx.x] = smem_25k_helper(s[threadIdx.x]);
 }
 #endif  // CVK_SIM
 
