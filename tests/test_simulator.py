@@ -157,13 +157,18 @@ def test_static_shared_memory_above_48k_is_refused():
 
 
 @pytest.mark.sim
-def test_launch_limits_are_inclusive():
-    x = np.arange(4, dtype=np.float32)
-    for grid, block, smem in [([1], [1024], 48 * 1024), ([1, 65535], [1], 0),
-                              ([1, 1, 65535], [1], 0), ([1], [1, 1, 64], 0),
-                              ([1], [1, 1024], 0)]:
-        _ext.sim().launch("copy_kernel", grid, block, smem, 0, COPY_ARGS(x))
-    assert x.tolist() == [0, 1, 2, 3]
+@pytest.mark.parametrize("grid,block,smem", [
+    ([1], [1024], 48 * 1024), ([1, 65535], [1], 4), ([1, 1, 65535], [1], 4),
+    ([1], [1, 1, 64], 64 * 4), ([1], [1, 1024], 1024 * 4)])
+def test_launch_limits_are_inclusive(grid, block, smem):
+    """Each limit itself is accepted (and the launch runs every block, each on its own outputs)."""
+    nb, nt = int(np.prod(grid)), int(np.prod(block))
+    x = np.arange(nb * nt, dtype=np.float32)
+    out = np.zeros_like(x)
+    _ext.sim().launch("indexing_smem_kernel", grid, block, smem, 0,
+                      [("ptr", x.ctypes.data), ("ptr", out.ctypes.data)])
+    expect = x.reshape(nb, nt)[:, ::-1] + 1000.0 * np.arange(nb, dtype=np.float32)[:, None]
+    np.testing.assert_array_equal(out.reshape(nb, nt), expect)
 
 
 @pytest.mark.sim
