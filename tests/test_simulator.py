@@ -154,6 +154,10 @@ def test_static_shared_memory_above_48k_is_refused():
     with pytest.raises(RuntimeError, match=r"static_smem_50k_kernel: launch failed: uses too "
                                            r"much shared data \(0xc800 bytes, 0xc000 max\)$"):
         _ext.sim().launch("static_smem_50k_kernel", [2], [32], 0, 0, [("ptr", out.ctypes.data)])
+    # 48 KiB static leaves no dynamic shared memory without the opt-in attribute
+    with pytest.raises(RuntimeError, match=r"static_smem_48k_kernel: launch failed: invalid "
+                                           r"argument$"):
+        _ext.sim().launch("static_smem_48k_kernel", [2], [32], 4, 0, [("ptr", out.ctypes.data)])
 
 
 @pytest.mark.sim
@@ -264,6 +268,11 @@ int main() {
   std::vector<unsigned char> buf(4 * 100 * 1024);
   std::vector<float> fo(128);
   expect("static smem 48 KiB", [&] { launch(2, 64, 0, 48 * 1024, [&] { smem_48k(fo.data()); }); }, "ok");
+  expect("static 48 KiB + dynamic 16 B", [&] { launch(2, 64, 16, 48 * 1024, [&] { smem_48k(fo.data()); }); },
+         "invalid argument");
+  expect("static 48 KiB + opt-in 179 KiB", [&] { launch(2, 64, 16, 179 * 1024, [&] { smem_48k(fo.data()); }); }, "ok");
+  expect("static 48 KiB + opt-in 180 KiB", [&] { launch(2, 64, 16, 180 * 1024, [&] { smem_48k(fo.data()); }); },
+         "invalid argument");
   expect("static smem 49 KiB", [&] { launch(2, 64, 0, 48 * 1024, [&] { smem_49k(fo.data()); }); },
          "uses too much shared data (0xc400 bytes, 0xc000 max)");
   expect("opt-in 100 KiB", [&] { launch(4, 64, 100 * 1024, 100 * 1024, [&] { fill(buf.data(), 100 * 1024); }); }, "ok");

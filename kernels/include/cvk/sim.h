@@ -44,8 +44,10 @@
 // 65535, any zero dim ("invalid configuration argument"); dynamic shared memory above the
 // kernel's cudaFuncAttributeMaxDynamicSharedMemorySize, or that attribute above the device's
 // opt-in maximum (227 KiB, H100) ("invalid argument"); static __shared__ storage above 48 KiB,
-// which ptxas refuses ("uses too much shared data", counted as cvk/sim/static_smem.h says:
-// from the module's symbol table, so not in a stripped module, e.g. pybind11's Release build).
+// which ptxas refuses ("uses too much shared data"), and static plus dynamic above 48 KiB
+// without the opt-in, or static plus the opt-in attribute above 227 KiB ("invalid argument").
+// Static sizes are counted as cvk/sim/static_smem.h says: from the module's symbol table, so
+// not in a stripped module (e.g. pybind11's Release build).
 //
 // API for cvk/ helpers that emulate warp-collective instructions (mma, ldmatrix, cp.async):
 //   int lane();                     the calling CUDA thread's lane (0..31)
@@ -245,6 +247,9 @@ class ThreadStorage {
 
 namespace cvk::sim {
 struct SmemFn;
+struct DynamicSmem {  // of the running launch: its size and the kernel's attribute
+  size_t bytes = 0, max_bytes = 0;
+};
 }
 
 #if CVK_SIM_MODEL == CVK_SIM_FIBERS
@@ -264,7 +269,7 @@ inline int lane_in_width(int width) { return lane() & ~(width - 1); }
 inline void launch(dim3 grid, dim3 block, size_t dynamic_smem, size_t max_dynamic_smem,
                    const std::function<void()>& body) {
   check_launch_config(grid, block, dynamic_smem, max_dynamic_smem);
-  run_launch(grid, block, dynamic_smem, body);
+  run_launch(grid, block, dynamic_smem, max_dynamic_smem, body);
 }
 }  // namespace cvk::sim
 

@@ -124,7 +124,7 @@ inline thread_local Worker* t_worker = nullptr;
 
 struct Launch {
   dim3 grid, block;
-  size_t smem = 0;
+  size_t smem = 0, max_smem = 0;
   const std::function<void()>* body = nullptr;
   unsigned long long nblocks = 0;
   std::atomic<unsigned long long> next{0};
@@ -139,6 +139,7 @@ struct Launch {
 };
 
 inline std::vector<const SmemFn*>& launch_smem_fns() { return t_worker->smem_fns; }
+inline DynamicSmem launch_dynamic_smem() { return {t_worker->job->smem, t_worker->job->max_smem}; }
 inline Fiber& current_fiber() { return *t_worker->current; }
 CVK_SIM_UNCHECKED inline int lane() {
   CVK_SIM_UNCHECKED_SCOPE;
@@ -518,7 +519,8 @@ inline unsigned pool_threads() {
   return hw > 1 ? hw - 1 : 0;
 }
 
-inline void run_launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body) {
+inline void run_launch(dim3 grid, dim3 block, size_t smem_bytes, size_t max_smem_bytes,
+                       const std::function<void()>& body) {
   static std::mutex launch_mutex;  // one launch at a time: the pool runs one job
   static Pool* pool = nullptr;     // leaked on purpose: detached threads wait on it at exit
   static thread_local std::unique_ptr<Worker> caller;
@@ -529,6 +531,7 @@ inline void run_launch(dim3 grid, dim3 block, size_t smem_bytes, const std::func
   L.grid = grid;
   L.block = block;
   L.smem = smem_bytes;
+  L.max_smem = max_smem_bytes;
   L.body = &body;
   L.nblocks = 1ull * grid.x * grid.y * grid.z;
   pool->run(L, *caller);

@@ -7,7 +7,8 @@
 // symbol in the module's ELF symbol table is `_ZZ<function>E13cvk_smem_site...`; the function's
 // static storage is every data or TLS symbol `_ZZ<function>E...` (the __shared__ variables are
 // its only statics: CUDA device code has no others). A launch sums the functions whose sites
-// its threads ran, once each, and refuses it above 48 KiB. Sizes are read once per function.
+// its threads ran, once each, and refuses it above 48 KiB, or where static and dynamic shared
+// memory together pass the launch's limit. Sizes are read once per function.
 // Where the module has no symbol table (stripped), nothing is counted. Unlike ptxas, a site
 // that no thread reaches is not counted.
 #pragma once
@@ -129,6 +130,12 @@ inline void note_smem_fn(const SmemFn* f) {
   size_t total = 0;  // every thread reaching a site of a refused launch throws
   for (const SmemFn* s : seen) total += s->bytes;
   if (total > kMaxStaticSmem) throw LaunchError(too_much_shared(total));
+  // Without the opt-in, static and dynamic share 48 KiB (the attribute's default is 48 KiB
+  // less the static size); with it, cudaFuncSetAttribute refuses static + attribute > 227 KiB.
+  const DynamicSmem d = launch_dynamic_smem();
+  if (d.max_bytes <= kDefaultMaxDynamicSmem ? total + d.bytes > kDefaultMaxDynamicSmem
+                                            : total + d.max_bytes > kOptInMaxSmem)
+    throw LaunchError("invalid argument");
 }
 
 }  // namespace cvk::sim

@@ -229,11 +229,19 @@ void warp_gather(unsigned mask, const T& mine, T* all) {
   bar.wait();  // `mine` outlives every lane's read
 }
 
-inline void run_launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body) {
+inline DynamicSmem& running_dynamic_smem() {
+  static DynamicSmem d;  // written under the launch mutex before the launch's threads start
+  return d;
+}
+inline DynamicSmem launch_dynamic_smem() { return running_dynamic_smem(); }
+
+inline void run_launch(dim3 grid, dim3 block, size_t smem_bytes, size_t max_smem_bytes,
+                       const std::function<void()>& body) {
   static std::mutex launch_mutex;  // static __shared__ storage is per kernel: one launch at a time
   const unsigned long long nthreads = 1ull * block.x * block.y * block.z;
   const unsigned long long nblocks = 1ull * grid.x * grid.y * grid.z;
   std::lock_guard<std::mutex> serial(launch_mutex);
+  running_dynamic_smem() = {smem_bytes, max_smem_bytes};
   Block blk;
   const int nwarps = static_cast<int>((nthreads + 31) / 32);
   for (int w = 0; w < nwarps; ++w) blk.warps.emplace_back(new Warp);
