@@ -120,7 +120,7 @@ void launch_typed(void (*fn)(Ts...), const std::string& name, const LaunchConfig
   (void)stream;
   try {
     sim::launch(dim3(c.grid.x, c.grid.y, c.grid.z), dim3(c.block.x, c.block.y, c.block.z),
-                c.smem, [&] { fn(std::get<I>(vals)...); });  // MERGE: + c.max_dynamic_smem
+                c.smem, c.max_dynamic_smem, [&] { fn(std::get<I>(vals)...); });
   } catch (const sim::LaunchError& e) {
     throw std::runtime_error(name + ": launch failed: " + e.what());
   } catch (const sim::UsageError& e) {

@@ -79,10 +79,106 @@ __global__ void indexing_smem_kernel(const float* __restrict__ in, float* __rest
   out[b * nt + t] = buf[nt - 1 - t] + 1000.0f * static_cast<float>(b);
 }
 
+#ifdef CVK_SIM
+// The cvk::sim API for warp-collective emulations (simulator only):
+//   sim_api_kernel  blocks of 64 threads, threads 56..63 return at once. Per thread t of block
+//                   b, out[(b*64 + t)*9 + k]: k0 lane(), k1 alive_lanes(), k2..k4 sums of a
+//                   12-byte struct gathered over alive_lanes(), k5 thread_storage<int> after
+//                   += t+1, k6/k7 thread_storage<GatherItem>.a before/after setting it to 99,
+//                   k8 lane^1's item through a 16-lane gather (lanes 0..15 only)
+//   gather_exited_lane_kernel   lanes 16..31 return, lanes 0..15 gather over the full mask
+//   gather_outside_mask_kernel  every lane gathers over a mask naming lane 0 only
+//   static_smem_48k_kernel / static_smem_50k_kernel  static shared storage at and above 48 KiB
+struct GatherItem {
+  int a;
+  float b;
+  short c;
+};
+
+__global__ void sim_api_kernel(const int* in, int* out) {
+  const int t = threadIdx.x;
+  if (t >= 56) return;
+  int* o = out + (static_cast<long long>(blockIdx.x) * blockDim.x + t) * 9;
+  const int v = in[blockIdx.x * blockDim.x + t];
+  __syncthreads();  // the returned threads have left: alive_lanes() is settled
+  const unsigned alive = cvk::sim::alive_lanes();
+  o[0] = cvk::sim::lane();
+  o[1] = static_cast<int>(alive);
+  const GatherItem mine{v, 0.5f * static_cast<float>(v), static_cast<short>(t)};
+  GatherItem all[32];
+  cvk::sim::warp_gather(alive, mine, all);
+  int sa = 0, sc = 0;
+  float sb = 0.f;
+  for (int l = 0; l < 32; ++l)
+    if (alive >> l & 1u) {
+      sa += all[l].a;
+      sb += all[l].b;
+      sc += all[l].c;
+    }
+  o[2] = sa;
+  o[3] = static_cast<int>(2.f * sb);
+  o[4] = sc;
+  int& s = cvk::sim::thread_storage<int>();
+  s += t + 1;
+  o[5] = cvk::sim::thread_storage<int>();
+  o[6] = cvk::sim::thread_storage<GatherItem>().a;
+  cvk::sim::thread_storage<GatherItem>().a = 99;
+  o[7] = cvk::sim::thread_storage<GatherItem>().a;
+  if (cvk::sim::lane() < 16) {
+    cvk::sim::warp_gather(0xffffu, mine, all);
+    o[8] = all[cvk::sim::lane() ^ 1].a;
+  }
+}
+
+__global__ void gather_exited_lane_kernel(const int* in, int* out) {
+  if (cvk::sim::lane() >= 16) return;
+  int all[32];
+  cvk::sim::warp_gather(cvk::FULL_MASK, in[threadIdx.x], all);
+  out[threadIdx.x] = all[0];
+}
+
+__global__ void gather_outside_mask_kernel(const int* in, int* out) {
+  int all[32];
+  cvk::sim::warp_gather(0x1u, in[threadIdx.x], all);
+  out[threadIdx.x] = all[0];
+}
+
+// Static shared storage at ptxas's limit (48 KiB: runs) and above it, split between the kernel
+// and a helper (25 KiB each: refused, as ptxas refuses it on a GPU). out[b*32 + t] = t + 1.
+__device__ __forceinline__ float smem_25k_helper(float v) {
+  __shared__ float h[6400];
+  h[threadIdx.x] = v;
+  __syncthreads();
+  return h[(threadIdx.x + 1) % blockDim.x];
+}
+
+__global__ void static_smem_48k_kernel(float* out) {
+  __shared__ float s[12288];
+  s[threadIdx.x] = static_cast<float>(threadIdx.x);
+  __syncthreads();
+  out[blockIdx.x * blockDim.x + threadIdx.x] =
+      s[(threadIdx.x + 1) % blockDim.x] + (threadIdx.x + 1 == blockDim.x ? blockDim.x : 0);
+}
+
+__global__ void static_smem_50k_kernel(float* out) {
+  __shared__ float s[6400];
+  s[threadIdx.x] = static_cast<float>(threadIdx.x);
+  __syncthreads();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = smem_25k_helper(s[threadIdx.x]);
+}
+#endif  // CVK_SIM
+
 #ifdef CVK_REGISTER_TEST_KERNELS
 CVK_REGISTER(warp_intrinsics_kernel)
 CVK_REGISTER(warp_partial_mask_kernel)
 CVK_REGISTER(warp_mask_misuse_kernel)
 CVK_REGISTER(atomics_kernel)
 CVK_REGISTER(indexing_smem_kernel)
+#ifdef CVK_SIM
+CVK_REGISTER(sim_api_kernel)
+CVK_REGISTER(gather_exited_lane_kernel)
+CVK_REGISTER(gather_outside_mask_kernel)
+CVK_REGISTER(static_smem_48k_kernel)
+CVK_REGISTER(static_smem_50k_kernel)
 #endif
+#endif  // CVK_REGISTER_TEST_KERNELS

@@ -31,7 +31,6 @@
 #ifdef CVK_SIM
 #include <cstring>
 
-#include "cvk/sim_api_shim.h"
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 #define CVK_SIM_ASAN_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)

@@ -44,7 +44,6 @@
 #include <cstring>
 #include <limits>
 
-#include "cvk/sim_api_shim.h"
 #endif
 
 namespace cvk {

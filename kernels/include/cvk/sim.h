@@ -1,50 +1,113 @@
 // cvk/sim.h: a CPU simulator of the CUDA execution model, for running kernels without a GPU.
 //
-// Model. A launch of grid G and block B starts prod(B) host threads, one per CUDA thread.
-// They run the blocks of G one after another: every host thread plays the same threadIdx in
-// each block, and a barrier over all of them separates consecutive blocks. Within a block:
+// Two execution models, chosen at compile time (CVK_SIM_MODEL = CVK_SIM_FIBERS or
+// CVK_SIM_THREADS); the AddressSanitizer build defaults to threads, every other build (the
+// ThreadSanitizer build included) to fibers. Both run the same kernel tests in CI.
+//
+// Fibers (cvk/sim/fibers.h, the fast default). A persistent pool of OS worker threads, one per
+// core (CVK_SIM_WORKERS overrides), is reused across launches; the launching thread is one of
+// them. Workers take blocks from a shared counter, so blocks run in parallel across cores. A
+// block runs entirely on one worker: each CUDA thread is a user-space fiber (a pooled 256 KiB
+// mmap'd stack below a guard page; a hand-written x86-64 context switch, ucontext elsewhere),
+// and a worker's scheduler runs the block's ready fibers round-robin. __syncthreads and warp
+// barriers are fiber switches: a fiber that must wait yields to the scheduler; the last one in
+// marks the waiters ready. A block whose fibers all wait is a deadlock and an error of the launch.
+// Under ThreadSanitizer each fiber is a TSan fiber switched to without synchronisation; a
+// barrier's arrivals release, and its departures acquire, a sync object of its generation, so
+// TSan sees CUDA's happens-before edges and no others (see fibers.h).
+//
+// Threads (cvk/sim/threads.h, the ASan build). One host thread per CUDA thread, created
+// at each launch; blocks run one after another, every host thread playing the same threadIdx in
+// each block, with a barrier over all of them between consecutive blocks. Barriers synchronise
+// through atomics and sleep in raw futex calls (Linux only), so ThreadSanitizer sees the
+// happens-before edges a CUDA program has and no others; the per-warp mutex that guards the warp
+// barrier table is hidden from TSan (AnnotateIgnoreSync*), so lanes of one warp are ordered by
+// warp barriers only and a missing __syncwarp is reported.
+//
+// In both models, within a block:
 //   - __syncthreads() is a barrier over the block's threads that have not returned;
-//   - warp intrinsics (shuffles, votes, __syncwarp) meet at a barrier of the lanes their mask
-//     names (those still running), and exchange values through per-warp slots; lanes outside
-//     the mask may be elsewhere, as on Volta and later;
-//   - static __shared__ variables are function-local statics (one copy, reused by each block in
-//     turn), and dynamic shared memory is one heap buffer of exactly the launch's size;
+//   - warp intrinsics (shuffles, votes, __syncwarp, warp_gather) meet at a barrier of the lanes
+//     their mask names (those still running), and exchange values through per-warp slots; lanes
+//     outside the mask may be elsewhere, as on Volta and later;
+//   - static __shared__ storage exists once per running block: `static thread_local` under
+//     fibers (one copy per worker, which runs one block at a time), a function-local static
+//     under threads (one block at a time overall); dynamic shared memory is one buffer per
+//     running block (per worker under fibers; of exactly the launch's size under threads, so
+//     ASan sees an overrun);
 //   - atomics are std::atomic_ref with relaxed order, as CUDA's atomics are.
-// Barriers synchronise through atomics and sleep in raw futex calls, so ThreadSanitizer sees
-// the happens-before edges a CUDA program has and no others: a missing __syncthreads is
-// reported as a data race, and with AddressSanitizer an out-of-bounds store is reported as a
-// buffer overflow. (Linux only: the simulator uses futex.)
+// Blocks: under fibers, blocks on different workers run concurrently and unordered, as on a GPU;
+// consecutive blocks on one worker are ordered (the next one reuses the shared memory). Under
+// threads, a barrier over all host threads orders each block before the next.
+//
+// Launch configuration is refused as the GPU refuses it, with CUDA's error text: more than
+// 1024 threads a block or block dims above (1024, 1024, 64), grid x above 2^31-1 or y, z above
+// 65535, any zero dim ("invalid configuration argument"); dynamic shared memory above the
+// kernel's cudaFuncAttributeMaxDynamicSharedMemorySize, or that attribute above the device's
+// opt-in maximum (227 KiB, H100) ("invalid argument"); static __shared__ storage above 48 KiB,
+// which ptxas refuses ("uses too much shared data"), and static plus dynamic above 48 KiB
+// without the opt-in, or static plus the opt-in attribute above 227 KiB ("invalid argument").
+// Static sizes are counted as cvk/sim/static_smem.h says: from the module's symbol table, so
+// not in a stripped module (e.g. pybind11's Release build).
+//
+// API for cvk/ helpers that emulate warp-collective instructions (mma, ldmatrix, cp.async):
+//   int lane();                     the calling CUDA thread's lane (0..31)
+//   unsigned alive_lanes();         lanes of the caller's warp still running the kernel
+//   warp_gather(mask, mine, all)    all[l] = lane l's `mine` for l in mask, synchronising like
+//                                   __syncwarp(mask); a lane of mask that has exited, or a
+//                                   caller outside mask, is a UsageError
+//   thread_storage<T>()             one T per CUDA thread and type, value-initialised when the
+//                                   thread starts each block
 //
 // What it does not model fails to compile: cooperative groups, inline PTX (`asm` is poisoned),
 // texture and surface objects and the intrinsics sim.h does not declare. Misuse it can detect
 // at run time (a lane calling a warp intrinsic whose mask leaves it out, dynamic shared memory
-// with none launched) raises an exception that the launch reports as an error.
+// with none launched, a deadlock under fibers) raises an exception that the launch reports as
+// an error. `__shared__` is supported at function scope only. Not modelled: memory ordering
+// weaker than the host's, and independent forward progress under fibers (a thread spinning on
+// a value another thread of its block writes, with no barrier between, never yields).
+//
+// sm_90a features that stay GPU-only (kernels using them say so in their specs and tests):
+//   - wgmma: a warpgroup-collective (4 warps) async MMA reading shared-memory matrix
+//     descriptors; an emulation needs warpgroup barriers (four warps' lanes), a decoder of the
+//     descriptor's swizzle modes, and deferred completion at wgmma.wait_group, like cp.async's.
+//   - TMA (cp.async.bulk.tensor): a tensor map (cuTensorMapEncode*) decoded on the host side,
+//     box copies with swizzle and out-of-bounds fill, completing on an mbarrier's transaction
+//     count; needs mbarrier objects (arrive/expect_tx/try_wait) in the scheduler.
+//   - thread-block clusters: co-scheduled blocks with distributed shared memory and
+//     cluster-wide barriers; needs the blocks of a cluster on one worker, as fibers of one
+//     scheduler, and mapa/shared::cluster address translation.
 #pragma once
 #ifndef CVK_SIM
 #error "cvk/sim.h is the CPU simulator; include cvk/common.cuh instead"
 #endif
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#define CVK_SIM_FIBERS 1
+#define CVK_SIM_THREADS 2
+#ifndef CVK_SIM_MODEL
+#if defined(__SANITIZE_ADDRESS__)
+#define CVK_SIM_MODEL CVK_SIM_THREADS
+#else
+#define CVK_SIM_MODEL CVK_SIM_FIBERS
+#endif
+#endif
 
 #include <algorithm>
-#include <climits>
 #include <atomic>
+#include <bit>
+#include <climits>
 #include <cmath>
+#include <cstddef>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <bit>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -56,7 +119,6 @@
 #define __noinline__
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
-#define __shared__ static
 #define __constant__ static const
 #define CVK_EXTERN_SHARED(T, name) T* name = reinterpret_cast<T*>(::cvk::sim::dynamic_smem())
 
@@ -73,11 +135,43 @@ inline float4 make_float4(float x, float y, float z, float w) { return float4{x,
 
 struct cudaDeviceProp;  // declared only: host code must not query a device under the simulator
 
+// threadIdx is per host thread; under fibers the scheduler sets it at every switch.
 inline thread_local dim3 threadIdx;
 inline thread_local dim3 blockIdx;
 inline thread_local dim3 blockDim;
 inline thread_local dim3 gridDim;
 constexpr int warpSize = 32;
+
+// ThreadSanitizer must see kernel code and CUDA's happens-before edges only: the simulator's
+// own bookkeeping, which lanes and fibers share without CUDA synchronisation, runs inside
+// CVK_SIM_UNCHECKED_SCOPE (ignored memory accesses; its sync annotations still count).
+#ifdef __SANITIZE_THREAD__
+extern "C" {
+void AnnotateIgnoreSyncBegin(const char* file, int line);
+void AnnotateIgnoreSyncEnd(const char* file, int line);
+void AnnotateIgnoreReadsBegin(const char* file, int line);
+void AnnotateIgnoreReadsEnd(const char* file, int line);
+void AnnotateIgnoreWritesBegin(const char* file, int line);
+void AnnotateIgnoreWritesEnd(const char* file, int line);
+}
+namespace cvk::sim {
+struct UncheckedScope {
+  UncheckedScope() {
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+  }
+  ~UncheckedScope() {
+    AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+  }
+  UncheckedScope(const UncheckedScope&) = delete;
+  UncheckedScope& operator=(const UncheckedScope&) = delete;
+};
+}  // namespace cvk::sim
+#define CVK_SIM_UNCHECKED_SCOPE const ::cvk::sim::UncheckedScope cvk_sim_unchecked_scope_
+#else
+#define CVK_SIM_UNCHECKED_SCOPE (void)0
+#endif
 
 namespace cvk::sim {
 
@@ -85,266 +179,122 @@ struct UsageError : std::logic_error {
   explicit UsageError(const std::string& what) : std::logic_error("cvk sim: " + what) {}
 };
 
-// A barrier whose participant count shrinks as threads return from the kernel, the way exited
-// CUDA threads stop counting towards __syncthreads.
-//
-// It synchronises through atomics only (acquire/release on one state word and one generation
-// counter) and sleeps in raw futex calls, which ThreadSanitizer does not see. A mutex would add
-// happens-before edges CUDA does not have: a thread woken late from barrier k re-locks the
-// mutex after a faster thread locked it on its way into barrier k+1, which orders the fast
-// thread's writes before the slow thread's reads and hides exactly the races we look for.
-class Barrier {
- public:
-  void reset(int n) {  // only while no thread is inside the barrier
-    state_.store(pack(n, 0), std::memory_order_relaxed);
-  }
-  void wait() {
-    const unsigned gen = gen_.load(std::memory_order_acquire);
-    unsigned long long s = state_.load(std::memory_order_relaxed);
-    for (;;) {
-      const unsigned e = expected(s), a = arrived(s) + 1;
-      if (a == e) {
-        if (state_.compare_exchange_weak(s, pack(e, 0), std::memory_order_acq_rel)) {
-          release();
-          return;
-        }
-      } else if (state_.compare_exchange_weak(s, pack(e, a), std::memory_order_acq_rel)) {
-        break;
-      }
-    }
-    while (gen_.load(std::memory_order_acquire) == gen) futex_wait(gen);
-  }
-  void retire() {
-    unsigned long long s = state_.load(std::memory_order_relaxed);
-    for (;;) {
-      const unsigned e = expected(s) - 1, a = arrived(s);
-      const bool completes = a > 0 && a == e;
-      if (state_.compare_exchange_weak(s, pack(e, completes ? 0 : a),
-                                       std::memory_order_acq_rel)) {
-        if (completes) release();
-        return;
-      }
-    }
-  }
-
- private:
-  static unsigned long long pack(unsigned e, unsigned a) {
-    return (static_cast<unsigned long long>(e) << 32) | a;
-  }
-  static unsigned expected(unsigned long long s) { return static_cast<unsigned>(s >> 32); }
-  static unsigned arrived(unsigned long long s) { return static_cast<unsigned>(s); }
-  void release() {
-    gen_.fetch_add(1, std::memory_order_release);
-    syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
-            nullptr, 0);
-  }
-  void futex_wait(unsigned gen) {
-    syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAIT_PRIVATE, gen, nullptr,
-            nullptr, 0);
-  }
-  std::atomic<unsigned long long> state_{0};  // expected << 32 | arrived
-  std::atomic<unsigned> gen_{0};
-  static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned), "futex needs a plain word");
-};
-
-// Per-warp state. The mutex guards the barrier table; lanes take it only inside warp
-// intrinsics, and at exit only once some lane has used one. (So lanes of one warp that call
-// intrinsics are ordered by that mutex as well: a missing __syncwarp between them can go
-// unreported. Barriers between warps and blocks add no such edges.)
-struct WarpBarrier {
-  unsigned members;  // the lanes counted in: the mask's lanes running when it was created
-  Barrier bar;
-};
-struct Warp {
-  std::mutex m;
-  std::atomic<unsigned> alive_mask{0};  // lanes still running the kernel
-  std::atomic<bool> used{false};        // some lane has created a warp barrier
-  std::map<unsigned, std::unique_ptr<WarpBarrier>> bars;  // by participant mask; guarded by m
-  unsigned long long slot[32] = {};
-  int pred[32] = {};
-};
-
-struct Block {
-  Barrier bar;
-  std::vector<std::unique_ptr<Warp>> warps;
-  unsigned char* dyn_smem = nullptr;
-};
-
-struct ThreadState {
-  Block* block = nullptr;
-  Warp* warp = nullptr;
-  int lane = 0;
-};
-inline thread_local ThreadState tls;
-
-inline void* dynamic_smem() {
-  if (!tls.block || !tls.block->dyn_smem)
-    throw UsageError("dynamic shared memory used but 0 bytes launched");
-  return tls.block->dyn_smem;
-}
-
-// The barrier of the lanes `mask` names that are still running; created by the first of them
-// to arrive. Lanes that return later retire from it (see launch), as exited lanes do in CUDA.
-inline Barrier& warp_barrier(unsigned mask) {
-  Warp& w = *tls.warp;
-  std::lock_guard<std::mutex> g(w.m);
-  if (!((mask >> tls.lane) & 1u))
-    throw UsageError("lane " + std::to_string(tls.lane) + " called a warp intrinsic whose mask " +
-                     "does not include it");
-  auto& wb = w.bars[mask];
-  if (!wb) {
-    // Relaxed operations with seq_cst fences, here and at lane exit (see launch): the fences
-    // give the store-buffering guarantee, and relaxed accesses add no happens-before edges
-    // that could hide a race from ThreadSanitizer.
-    w.used.store(true, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    wb.reset(new WarpBarrier);
-    wb->members = mask & w.alive_mask.load(std::memory_order_relaxed);
-    wb->bar.reset(std::popcount(wb->members));
-  }
-  return wb->bar;
-}
-
-template <class T>
-T warp_exchange(unsigned mask, T v, int src_lane) {
-  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffle of >8-byte type");
-  Barrier& bar = warp_barrier(mask);
-  Warp& w = *tls.warp;
-  unsigned long long bits = 0;
-  std::memcpy(&bits, &v, sizeof(T));
-  w.slot[tls.lane] = bits;
-  bar.wait();
-  unsigned long long got = w.slot[src_lane];  // a lane outside the mask: its last value
-  bar.wait();  // nobody overwrites a slot before every lane has read
-  T out;
-  std::memcpy(&out, &got, sizeof(T));
-  return out;
-}
-
-inline unsigned warp_vote(unsigned mask, int pred) {
-  Barrier& bar = warp_barrier(mask);
-  Warp& w = *tls.warp;
-  w.pred[tls.lane] = pred != 0;
-  bar.wait();
-  const unsigned alive = w.alive_mask.load(std::memory_order_relaxed);
-  unsigned ballot = 0;
-  for (int l = 0; l < 32; ++l)
-    if (((mask & alive) >> l & 1u) && w.pred[l]) ballot |= 1u << l;
-  bar.wait();
-  return ballot;
-}
-
-inline int lane_in_width(int width) { return tls.lane & ~(width - 1); }
-
-// Launch configuration errors are reported like cudaErrorInvalidConfiguration.
+// A launch the GPU would refuse; the text is cudaGetErrorString's.
 struct LaunchError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-inline std::mutex& launch_mutex() {
-  static std::mutex m;  // static __shared__ storage is per kernel, so launches are serialised
-  return m;
-}
+constexpr size_t kDefaultMaxDynamicSmem = 48 * 1024;  // without the opt-in attribute
+constexpr size_t kOptInMaxSmem = 227 * 1024;          // H100: sharedMemPerBlockOptin
 
-// Run `body()` as the kernel of a launch <<<grid, block, smem_bytes>>>.
-inline void launch(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body) {
+inline void check_launch_config(dim3 grid, dim3 block, size_t dynamic_smem,
+                                size_t max_dynamic_smem) {
   const unsigned long long nthreads = 1ull * block.x * block.y * block.z;
-  const unsigned long long nblocks = 1ull * grid.x * grid.y * grid.z;
-  if (nthreads == 0 || nthreads > 1024 || block.z > 64)
-    throw LaunchError("invalid block dimensions (1..1024 threads, z <= 64)");
-  if (grid.y > 65535 || grid.z > 65535 || nblocks == 0)
-    throw LaunchError("invalid grid dimensions");
-  if (smem_bytes > 227 * 1024) throw LaunchError("dynamic shared memory above 227 KiB");
-
-  std::lock_guard<std::mutex> serial(launch_mutex());
-  Block blk;
-  const int nwarps = static_cast<int>((nthreads + 31) / 32);
-  for (int w = 0; w < nwarps; ++w) blk.warps.emplace_back(new Warp);
-  std::unique_ptr<unsigned char[]> smem(smem_bytes ? new unsigned char[smem_bytes] : nullptr);
-  blk.dyn_smem = smem.get();
-
-  auto reset_block = [&] {
-    blk.bar.reset(static_cast<int>(nthreads));
-    for (int w = 0; w < nwarps; ++w) {
-      int lanes = static_cast<int>(std::min<unsigned long long>(32, nthreads - 32ull * w));
-      blk.warps[w]->bars.clear();
-      blk.warps[w]->used.store(false, std::memory_order_relaxed);
-      blk.warps[w]->alive_mask.store(lanes == 32 ? 0xffffffffu : ((1u << lanes) - 1),
-                                     std::memory_order_relaxed);
-    }
-  };
-  Barrier between;  // separates consecutive blocks; never shrinks
-  between.reset(static_cast<int>(nthreads));
-  std::mutex err_m;
-  std::exception_ptr err;
-
-  auto worker = [&](unsigned tid) {
-    threadIdx = dim3(tid % block.x, (tid / block.x) % block.y, tid / (block.x * block.y));
-    blockDim = block;
-    gridDim = grid;
-    tls.block = &blk;
-    tls.warp = blk.warps[tid / 32].get();
-    tls.lane = static_cast<int>(tid % 32);
-    for (unsigned long long b = 0; b < nblocks; ++b) {
-      if (tid == 0) reset_block();
-      between.wait();
-      blockIdx = dim3(static_cast<unsigned>(b % grid.x),
-                      static_cast<unsigned>((b / grid.x) % grid.y),
-                      static_cast<unsigned>(b / (1ull * grid.x * grid.y)));
-      try {
-        body();
-      } catch (...) {
-        std::lock_guard<std::mutex> g(err_m);
-        if (!err) err = std::current_exception();
-      }
-      // Leave the warp. The fences pair with warp_barrier's: either a barrier's creator saw
-      // this lane gone, or this lane sees `used` and retires from the barriers it counts in.
-      Warp& w = *tls.warp;
-      const unsigned bit = 1u << tls.lane;
-      w.alive_mask.fetch_and(~bit, std::memory_order_relaxed);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (w.used.load(std::memory_order_relaxed)) {
-        std::lock_guard<std::mutex> g(w.m);
-        for (auto& [mask, wb] : w.bars)
-          if (wb->members & bit) wb->bar.retire();
-      }
-      blk.bar.retire();
-      between.wait();
-    }
-    tls = ThreadState{};
-  };
-
-  std::vector<std::thread> threads;
-  threads.reserve(nthreads);
-  for (unsigned t = 0; t < nthreads; ++t) threads.emplace_back(worker, t);
-  for (auto& t : threads) t.join();
-  if (err) std::rethrow_exception(err);
+  if (nthreads == 0 || nthreads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64 ||
+      grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 ||
+      grid.z > 65535)
+    throw LaunchError("invalid configuration argument");
+  if (max_dynamic_smem > kOptInMaxSmem || dynamic_smem > max_dynamic_smem)
+    throw LaunchError("invalid argument");
 }
+
+// One T per CUDA thread and type, value-initialised at the thread's first access in each block.
+inline std::atomic<int>& storage_slot_counter() {
+  static std::atomic<int> n{0};
+  return n;
+}
+template <class T>
+inline const int storage_slot = storage_slot_counter().fetch_add(1, std::memory_order_relaxed);
+
+class ThreadStorage {
+ public:
+  ThreadStorage() = default;
+  ThreadStorage(const ThreadStorage&) = delete;
+  ThreadStorage& operator=(const ThreadStorage&) = delete;
+  ~ThreadStorage() {
+    for (auto& e : entries_)
+      if (e.p) ::operator delete(e.p, std::align_val_t(e.align));
+  }
+  void new_block() { ++epoch_; }
+  template <class T>
+  T& get() {
+    static_assert(std::is_trivially_copyable_v<T>, "thread_storage<T>: T must be trivially copyable");
+    const size_t slot = static_cast<size_t>(storage_slot<T>);
+    if (slot >= entries_.size()) entries_.resize(slot + 1);
+    Entry& e = entries_[slot];
+    if (!e.p) {
+      e.align = std::max(alignof(T), alignof(std::max_align_t));
+      e.p = ::operator new(sizeof(T), std::align_val_t(e.align));
+    }
+    if (e.epoch != epoch_) {
+      e.epoch = epoch_;
+      return *new (e.p) T();
+    }
+    return *std::launder(static_cast<T*>(e.p));
+  }
+
+ private:
+  struct Entry {
+    void* p = nullptr;
+    size_t align = 0;
+    unsigned long long epoch = 0;
+  };
+  std::vector<Entry> entries_;
+  unsigned long long epoch_ = 1;
+};
 
 }  // namespace cvk::sim
 
+namespace cvk::sim {
+struct SmemFn;
+struct DynamicSmem {  // of the running launch: its size and the kernel's attribute
+  size_t bytes = 0, max_bytes = 0;
+};
+}
+
+#if CVK_SIM_MODEL == CVK_SIM_FIBERS
+#include "cvk/sim/fibers.h"
+#elif CVK_SIM_MODEL == CVK_SIM_THREADS
+#include "cvk/sim/threads.h"
+#else
+#error "CVK_SIM_MODEL must be CVK_SIM_FIBERS or CVK_SIM_THREADS"
+#endif
+#include "cvk/sim/static_smem.h"
+
+namespace cvk::sim {
+inline int lane_in_width(int width) { return lane() & ~(width - 1); }
+
+// Run `body()` as the kernel of a launch <<<grid, block, dynamic_smem>>> of a kernel whose
+// cudaFuncAttributeMaxDynamicSharedMemorySize is max_dynamic_smem (48 KiB unless opted in).
+inline void launch(dim3 grid, dim3 block, size_t dynamic_smem, size_t max_dynamic_smem,
+                   const std::function<void()>& body) {
+  check_launch_config(grid, block, dynamic_smem, max_dynamic_smem);
+  run_launch(grid, block, dynamic_smem, max_dynamic_smem, body);
+}
+}  // namespace cvk::sim
+
 // ---- synchronisation and warp intrinsics ------------------------------------------------------
-inline void __syncthreads() { ::cvk::sim::tls.block->bar.wait(); }
-inline void __syncwarp(unsigned mask = 0xffffffffu) { ::cvk::sim::warp_barrier(mask).wait(); }
+inline void __syncthreads() { ::cvk::sim::syncthreads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::cvk::sim::syncwarp(mask); }
 template <class T>
 T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
   return ::cvk::sim::warp_exchange(mask, v, ::cvk::sim::lane_in_width(width) + (src & (width - 1)));
 }
 template <class T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
-  int lane = ::cvk::sim::tls.lane, src = lane ^ lane_mask;
+  int lane = ::cvk::sim::lane(), src = lane ^ lane_mask;
   if (src >= ::cvk::sim::lane_in_width(width) + width) src = lane;
   return ::cvk::sim::warp_exchange(mask, v, src);
 }
 template <class T>
 T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  int lane = ::cvk::sim::tls.lane, src = lane + static_cast<int>(delta);
+  int lane = ::cvk::sim::lane(), src = lane + static_cast<int>(delta);
   if (src >= ::cvk::sim::lane_in_width(width) + width) src = lane;
   return ::cvk::sim::warp_exchange(mask, v, src);
 }
 template <class T>
 T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  int lane = ::cvk::sim::tls.lane, src = lane - static_cast<int>(delta);
+  int lane = ::cvk::sim::lane(), src = lane - static_cast<int>(delta);
   if (src < ::cvk::sim::lane_in_width(width)) src = lane;
   return ::cvk::sim::warp_exchange(mask, v, src);
 }
