@@ -105,3 +105,20 @@ def assert_rounded(actual, ref64, dtype, name):
     the unrounded reference: rounding both sides could split a tie by one ulp)."""
     assert actual.dtype == dtype, f"{name}: dtype {actual.dtype} != {np.dtype(dtype)}"
     assert_close(actual, ref64, check_dtype=False, **rounding_tol(dtype, ref64), name=name)
+
+
+def run_test_kernel(target, kernel, grid, block, smem, arrays, scalars=()):
+    """Launch a test-only kernel (kernels/testing/) by name on numpy arrays, on the simulator
+    (``target="sim"``: _cudasim_testing) or a GPU (``"gpu"``: _cuda_testing, the arrays moved
+    there and back); returns the arrays after the launch."""
+    from cvkernels import _ext
+    if target == "sim":
+        ext, dev = _ext.sim_testing(), arrays
+        ptr = lambda a: a.ctypes.data  # noqa: E731
+    else:
+        import cupy
+        ext, dev = _ext.cuda_testing(), [cupy.asarray(a) for a in arrays]
+        ptr = lambda a: a.data.ptr  # noqa: E731
+    args = [("ptr", ptr(a)) for a in dev] + list(scalars)
+    ext.launch(kernel, list(grid), list(block), smem, 0, args)
+    return [a if target == "sim" else a.get() for a in dev]

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from cvkernels import _ext
+from helpers import run_test_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks=pytest.mark.gpu)]
@@ -39,19 +40,7 @@ def run(target, kernel, n_threads, arrays, scalars=(), block=256):
     """Launch a registered kernel over `n_threads` threads (1-D) on numpy arrays; returns the
     arrays after the launch."""
     grid = [max(1, -(-n_threads // block))]
-    if target == "sim":
-        ext, dev = _ext.sim_testing(), arrays
-        ptr = lambda a: a.ctypes.data  # noqa: E731
-    else:
-        import cupy
-        ext, dev = _ext.cuda_testing(), [cupy.asarray(a) for a in arrays]
-        ptr = lambda a: a.data.ptr  # noqa: E731
-    args = [("ptr", ptr(a)) for a in dev] + list(scalars)
-    ext.launch(kernel, grid, [block], 0, 0, args)
-    if target != "sim":
-        import cupy
-        cupy.cuda.runtime.deviceSynchronize()
-    return [a if target == "sim" else a.get() for a in dev]
+    return run_test_kernel(target, kernel, grid, [block], 0, arrays, scalars)
 
 
 def bits_to_float64(bits, t):

@@ -20,6 +20,7 @@ import pytest
 
 import mma_layouts as L
 from cvkernels import _ext
+from helpers import run_test_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks=pytest.mark.gpu)]
@@ -27,18 +28,7 @@ ASAN = os.environ.get("CVK_SANITIZER") == "address"
 BF16 = ml_dtypes.bfloat16
 
 
-def run(target, kernel, grid, block, smem, arrays, scalars=()):
-    """Launch a registered kernel by name on numpy arrays; returns the arrays after the launch."""
-    if target == "sim":
-        ext, dev = _ext.sim_testing(), arrays
-        ptr = lambda a: a.ctypes.data  # noqa: E731
-    else:
-        import cupy
-        ext, dev = _ext.cuda_testing(), [cupy.asarray(a) for a in arrays]
-        ptr = lambda a: a.data.ptr  # noqa: E731
-    args = [("ptr", ptr(a)) for a in dev] + list(scalars)
-    ext.launch(kernel, list(grid), list(block), smem, 0, args)
-    return [a if target == "sim" else a.get() for a in dev]
+run = run_test_kernel
 
 
 def unit(target):

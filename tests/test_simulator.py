@@ -11,23 +11,13 @@ import numpy as np
 import pytest
 
 from cvkernels import _ext
+from helpers import run_test_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = [pytest.param("sim", marks=pytest.mark.sim), pytest.param("gpu", marks=pytest.mark.gpu)]
 
 
-def run(target, kernel, grid, block, smem, arrays, scalars=()):
-    """Launch a registered kernel by name on numpy arrays; returns the arrays after the launch."""
-    if target == "sim":
-        ext, dev = _ext.sim_testing(), arrays
-        ptr = lambda a: a.ctypes.data  # noqa: E731
-    else:
-        import cupy
-        ext, dev = _ext.cuda_testing(), [cupy.asarray(a) for a in arrays]
-        ptr = lambda a: a.data.ptr  # noqa: E731
-    args = [("ptr", ptr(a)) for a in dev] + list(scalars)
-    ext.launch(kernel, list(grid), list(block), smem, 0, args)
-    return [a if target == "sim" else a.get() for a in dev]
+run = run_test_kernel
 
 
 @pytest.mark.parametrize("target", TARGETS)
