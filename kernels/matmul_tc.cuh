@@ -99,8 +99,8 @@ matmul_tc_forward_kernel(const T* __restrict__ A_, const T* __restrict__ B_,
   const unsigned short* A = reinterpret_cast<const unsigned short*>(A_);
   const unsigned short* B = reinterpret_cast<const unsigned short*>(B_);
   static_assert(VEC == 1 || VEC == 2 || VEC == 4 || VEC == 8, "VEC is 1, 2, 4 or 8 elements");
-  __align__(16) __shared__ unsigned short As[STAGES][BM * AS];
-  __align__(16) __shared__ unsigned short Bs[STAGES][BK * BS];
+  __shared__ __align__(16) unsigned short As[STAGES][BM * AS];
+  __shared__ __align__(16) unsigned short Bs[STAGES][BK * BS];
 
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int wm = (warp / 2) * WM, wn = (warp % 2) * WN;
