@@ -118,7 +118,7 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))  // as CUDA's host_defines.h: placed like nvcc's
 #define __constant__ static const
 #define CVK_EXTERN_SHARED(T, name) T* name = reinterpret_cast<T*>(::cvk::sim::dynamic_smem())
 
