@@ -18,8 +18,8 @@
 //     and the destination is filled with 0xFF bytes, a NaN for floats and halves;
 //   - in the ASan build the destination is also poisoned (ASAN_POISON_MEMORY_REGION) until the
 //     copy lands, so a read (or write) before the covering wait is reported as use-after-poison
-//     (ASan tracks 8-byte granules: a 4-byte copy that shares a granule with live data may be
-//     left unpoisoned, never falsely poisoned);
+//     (ASan tracks 8-byte granules, so only 8- and 16-byte copies to 8-byte-aligned
+//     destinations are ASan-poisoned; a 4-byte copy relies on the NaN pattern alone);
 //   - the copy lands in shared memory at the wait_group / wait_all that covers it;
 //   - misuse is a launch error (cvk::sim::UsageError): misaligned src/dst, src_bytes outside
 //     0..cp-size, more than CVK_SIM_CP_ASYNC_MAX copies in flight per thread.
@@ -33,8 +33,17 @@
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
-#define CVK_SIM_ASAN_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
-#define CVK_SIM_ASAN_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+// ASan's shadow describes 8-byte granules by how many leading bytes are addressable, so only a
+// copy that covers whole granules can be poisoned and unpoisoned without disturbing a neighbour:
+// two 4-byte copies into one granule, by different threads, left the shadow saying "first 4
+// bytes only" and the second copy's landing was reported as a wild write. Copies smaller than a
+// granule keep the NaN poison only.
+#define CVK_SIM_ASAN_WHOLE(p, n) \
+  (reinterpret_cast<std::uintptr_t>(p) % 8 == 0 && (n) % 8 == 0)
+#define CVK_SIM_ASAN_POISON(p, n) \
+  do { if (CVK_SIM_ASAN_WHOLE(p, n)) ASAN_POISON_MEMORY_REGION(p, n); } while (0)
+#define CVK_SIM_ASAN_UNPOISON(p, n) \
+  do { if (CVK_SIM_ASAN_WHOLE(p, n)) ASAN_UNPOISON_MEMORY_REGION(p, n); } while (0)
 #else
 #define CVK_SIM_ASAN_POISON(p, n) ((void)(p), (void)(n))
 #define CVK_SIM_ASAN_UNPOISON(p, n) ((void)(p), (void)(n))
