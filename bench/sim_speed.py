@@ -8,6 +8,9 @@ temporary directory and built there, unless ``--old-dir`` names such a build alr
 Each design runs in its own subprocess, through ``cvkernels.functional`` under
 ``with cvk.backend("sim")``, on the same inputs: one warm-up call, then the median of
 ``--reps`` calls (the old design gets ``--old-reps``, default 1: it takes seconds a call).
+The ratio needs a quiet machine: where other processes compete for the cores, the old design's
+hundreds of OS threads win a larger share of them than the new one's one worker per core,
+and the measured ratio shrinks (uptime's load average is printed with the table).
 Outputs of both must be bit-identical (the same kernel code), so a fast wrong answer fails.
 
     python bench/sim_speed.py                      # prints the table, writes nothing
@@ -99,8 +102,9 @@ def main():
         new, new_out = run(ROOT, a.reps, tmp, "new")
         old, old_out = run(old_tree, a.old_reps, tmp, "old")
     rows = []
-    print(f"host: {platform.node()}, {os.cpu_count()} CPUs; old = {OLD_COMMIT} (thread per CUDA "
-          f"thread), new = this checkout (fibers on a worker pool)")
+    print(f"host: {platform.node()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+          f" (1 min); old = {OLD_COMMIT} (thread per CUDA thread), new = this checkout (fibers "
+          f"on a worker pool)")
     print(f"{'workload':36s} {'old':>10s} {'new':>10s} {'speed-up':>9s}  rate old -> new")
     for (name, op, _, (unit, work)), o_out, n_out in zip(WORKLOADS, old_out, new_out):
         np.testing.assert_array_equal(n_out, o_out)  # the same kernel code, bit for bit

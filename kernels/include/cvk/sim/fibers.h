@@ -467,21 +467,23 @@ class Pool {
   }
   pid_t pid() const { return pid_; }
   size_t size() const { return workers_.size(); }
-  // Runs L on the pool's threads and the calling thread's worker `self`.
+  // Runs L on the calling thread's worker `self` and on the pool threads that join in time.
+  // The caller never waits for a pool thread that has not joined: once the caller runs out of
+  // blocks it closes the launch to newcomers and waits only for those running blocks, so a
+  // small launch does not pay for waking a thread on a busy machine.
   void run(Launch& L, Worker& self) {
     const bool share = L.nblocks > 1 && !workers_.empty();
     if (share) {
       std::lock_guard<std::mutex> g(m_);
       job_ = &L;
       ++job_id_;
-      busy_ = static_cast<int>(workers_.size());
       start_.notify_all();
     }
     work(self, L);
     if (share) {
       std::unique_lock<std::mutex> g(m_);
-      done_.wait(g, [&] { return busy_ == 0; });
       job_ = nullptr;
+      done_.wait(g, [&] { return active_ == 0; });
     }
   }
 
@@ -495,10 +497,12 @@ class Pool {
         start_.wait(g, [&] { return job_id_ != seen; });
         seen = job_id_;
         L = job_;
+        if (!L) continue;  // that launch has closed already
+        ++active_;
       }
       work(w, *L);
       std::lock_guard<std::mutex> g(m_);
-      if (--busy_ == 0) done_.notify_all();
+      if (--active_ == 0) done_.notify_all();
     }
   }
   pid_t pid_;
@@ -507,7 +511,7 @@ class Pool {
   std::condition_variable start_, done_;
   Launch* job_ = nullptr;
   unsigned long long job_id_ = 0;
-  int busy_ = 0;
+  int active_ = 0;  // pool threads working on the open launch
 };
 
 inline unsigned pool_threads() {
