@@ -66,7 +66,8 @@
 // weaker than the host's, and independent forward progress under fibers (a thread spinning on
 // a value another thread of its block writes, with no barrier between, never yields).
 //
-// sm_90a features that stay GPU-only (kernels using them say so in their specs and tests):
+// sm_90a features that stay GPU-only (kernels using them say so in their specs and tests; the
+// last section of this file details each, with the PTX ISA sections an emulation must follow):
 //   - wgmma: a warpgroup-collective (4 warps) async MMA reading shared-memory matrix
 //     descriptors; an emulation needs warpgroup barriers (four warps' lanes), a decoder of the
 //     descriptor's swizzle modes, and deferred completion at wgmma.wait_group, like cp.async's.
