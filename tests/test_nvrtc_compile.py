@@ -40,7 +40,7 @@ FAMILY_DTYPES = [pytest.param(f, d, id=f"{f.name}-{d.short}")
 
 @pytest.mark.parametrize("family,dtype", FAMILY_DTYPES)
 def test_nvrtc_compiles_each_family_and_dtype_for_sm90(family, dtype):
-    """What the rawkernel backend compiles: one module per family and dtype, with every name
+    """Every instantiation of each family and dtype compiles in one NVRTC program, with every name
     expression the specs can plan."""
     names = family.names(dtype)
     assert names, f"{family.name}: no {dtype.name} instantiations"

@@ -66,17 +66,20 @@ def source_text(family) -> str:
 
 
 @functools.cache
-def _module(family_name: str, dtype_name: str, module_cls):
-    from ..spec import DTYPES, family
-    fam = family(family_name)
-    return module_cls(code=source_text(fam), options=nvrtc_options(),
-                      name_expressions=fam.names(DTYPES[dtype_name]))
+def _module(family_name: str, name: str, module_cls):
+    from ..spec import family
+    return module_cls(code=source_text(family(family_name)), options=nvrtc_options(),
+                      name_expressions=[name])
 
 
-def module(family, dtype, module_cls):
-    """The compiled module of ``family``'s ``dtype`` instantiations, cached per process (and by
-    CuPy on disk): one NVRTC compile per family and dtype, not per kernel."""
-    return _module(family.name, dtype.name, module_cls)
+def module(family, name: str, module_cls):
+    """The compiled module holding ``family``'s instantiation ``name`` (a spec name
+    expression), cached per process (and by CuPy on disk). One NVRTC compile per instantiation
+    a plan actually picks: compiling a family's whole template space (48 matmul variants) up
+    front would cost a GPU run tens of seconds it mostly does not need."""
+    if name not in family.names():
+        raise ValueError(f"{name!r} is not an instantiation of the {family.name} spec")
+    return _module(family.name, name, module_cls)
 
 
 class SimFunction:

@@ -7,8 +7,8 @@ its C type: arrays become pointers (their dtype checked against the kernel's ele
 
 * ``ExtRuntime``: through a pybind11 extension's generic ``launch`` (``_cudasim`` on numpy
   arrays, ``_cuda`` on CuPy arrays, on CuPy's current stream).
-* ``RawRuntime``: through CuPy's ``RawModule`` (NVRTC at run time), one module per family and
-  dtype, ``RawKernel`` objects cached by name. With ``SimRawModule`` standing in for CuPy's
+* ``RawRuntime``: through CuPy's ``RawModule`` (NVRTC at run time), one module per
+  instantiation a plan picks, ``RawKernel`` objects cached by name. With ``SimRawModule`` standing in for CuPy's
   class it runs on the simulator, so CI runs this launch code too.
 
 Both paths receive identical argument lists and refuse what the device refuses: dynamic shared
@@ -159,7 +159,7 @@ class RawRuntime(Runtime):
         fn = self._functions.get(plan.name)
         if fn is None:
             from . import rawkernel
-            mod = rawkernel.module(plan.family, plan.dtype, self.module_cls)
+            mod = rawkernel.module(plan.family, plan.name, self.module_cls)
             fn = self._functions[plan.name] = mod.get_function(plan.name)
         return fn
 
