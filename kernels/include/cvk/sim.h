@@ -251,6 +251,13 @@ struct SmemFn;
 struct DynamicSmem {  // of the running launch: its size and the kernel's attribute
   size_t bytes = 0, max_bytes = 0;
 };
+
+// warp_gather's error when lanes of its mask have exited (both models).
+inline std::string gather_exited(unsigned missing) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", missing);
+  return std::string("warp_gather: lanes ") + buf + " of its mask have exited";
+}
 }
 
 #if CVK_SIM_MODEL == CVK_SIM_FIBERS

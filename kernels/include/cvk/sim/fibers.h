@@ -328,12 +328,6 @@ CVK_SIM_UNCHECKED inline unsigned warp_vote(unsigned mask, int pred) {
   return ballot;
 }
 
-inline std::string gather_exited(unsigned missing) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "0x%08x", missing);
-  return std::string("warp_gather: lanes ") + buf + " of its mask have exited";
-}
-
 template <class T>
 CVK_SIM_UNCHECKED void warp_gather(unsigned mask, const T& mine, T* all) {
   CVK_SIM_UNCHECKED_SCOPE;

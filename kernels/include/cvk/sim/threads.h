@@ -208,12 +208,6 @@ inline unsigned warp_vote(unsigned mask, int pred) {
   return ballot;
 }
 
-inline std::string gather_exited(unsigned missing) {
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "0x%08x", missing);
-  return std::string("warp_gather: lanes ") + buf + " of its mask have exited";
-}
-
 template <class T>
 void warp_gather(unsigned mask, const T& mine, T* all) {
   static_assert(std::is_trivially_copyable_v<T>, "warp_gather: T must be trivially copyable");
