@@ -256,7 +256,6 @@ def run_case(dev, fam, bench, dtype, shape, name, args, log, torch_peer):
             f"  vs peer {fmt(res.get('ratio_vs_peer'))}"
             + (f"  of copy {fmt(res.get('frac_copy_bw'))}" if "bytes" in case else "")
             + (f"  max_rel_err {fmt(ck.get('max_rel_err'), 2)}" if "max_rel_err" in ck else ""))
-    del arrays, ready
     dev.free()
     return case
 

@@ -25,7 +25,6 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from cvkernels import _ext
 from helpers import run_test_kernel
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 import mma_layouts as L
-from cvkernels import _ext
 from helpers import run_test_kernel
 
 ROOT = Path(__file__).resolve().parent.parent

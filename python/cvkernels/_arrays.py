@@ -88,6 +88,11 @@ def _numpy_to_torch(a):
     return torch.from_numpy(a)
 
 
+def data_ptr(a) -> int:
+    """The address of a native array's first element: numpy (``ctypes.data``) or CuPy."""
+    return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
+
+
 def restorer(example):
     """A function that turns native results back into ``example``'s framework."""
     if _is_torch(example):

@@ -17,14 +17,16 @@ NVRTC's name expressions (one formatter, :meth:`Kernel.expr`), the launch on eve
 (``Runtime.launch(plan, **args)``, arguments bound by name from the schema), ``cvk check``, the
 bench cases, the test matrix and the sanitizer stage. See CONTRIBUTING.md.
 
-This module imports nothing but the standard library at import time, so the build can load the
-specs without the package's dependencies.
+This module imports only the standard library and ``cvkernels.numerics`` (numpy), so the build
+can load the specs without the rest of the package.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 from typing import Callable
+
+from .numerics import U16, U32, UBF16
 
 # ---- element types ----------------------------------------------------------------------------
 
@@ -47,9 +49,9 @@ class DType:
         return np.dtype(self.name)
 
 
-FLOAT32 = DType("float32", "float", "fp32", 2.0 ** -24)
-FLOAT16 = DType("float16", "__half", "fp16", 2.0 ** -11)
-BFLOAT16 = DType("bfloat16", "__nv_bfloat16", "bf16", 2.0 ** -8)
+FLOAT32 = DType("float32", "float", "fp32", U32)
+FLOAT16 = DType("float16", "__half", "fp16", U16)
+BFLOAT16 = DType("bfloat16", "__nv_bfloat16", "bf16", UBF16)
 DTYPES = {d.name: d for d in (FLOAT32, FLOAT16, BFLOAT16)}
 ALL_DTYPES = (FLOAT32, FLOAT16, BFLOAT16)
 

@@ -79,7 +79,7 @@ def _as_tuple(x):
     return x if isinstance(x, tuple) else (x,)
 
 
-def _lowp_reference(case, ref_fn, arrays_lp, params, dtype):
+def _lowp_reference(ref_fn, arrays_lp, params, dtype):
     """The same computation by NumPy in ``dtype``: fp32 math on the rounded inputs, the result
     rounded to ``dtype``."""
     a32 = {k: (v.astype(np.float32) if is_float_array(v) else v) for k, v in arrays_lp.items()}
@@ -151,7 +151,7 @@ def run_case(rt, family, case, dtype: DType, layout: str = "contiguous", seed: i
     if out_dtype == FLOAT32:
         bounds = _as_tuple(case.bound(arrays_ref, ref if len(ref) > 1 else ref[0]))
     else:
-        lowps = _lowp_reference(case, ref_fn, arrays_lp, params, dtype)
+        lowps = _lowp_reference(ref_fn, arrays_lp, params, dtype)
     results = [compare(o, r, out_dtype, b, lp) for o, r, b, lp in zip(ours, ref, bounds, lowps)]
     bad = [(i, r) for i, r in enumerate(results) if not r.ok]
     worst = max(results, key=lambda r: (r.max_rel_err if r.max_rel_err == r.max_rel_err else -1))

@@ -32,29 +32,30 @@ __device__ __forceinline__ void check_aligned16(const void* p, const char* what)
                                  std::to_string(reinterpret_cast<std::uintptr_t>(p)) +
                                  " (16-byte vector access needs 16-byte alignment)");
 }
+// The streaming variants are plain accesses here: cache hints have no meaning on the CPU.
 template <class T>
-__device__ __forceinline__ Packed128<T> load128(const T* p) {
-  check_aligned16(p, "load128");
+__device__ __forceinline__ Packed128<T> load128_checked(const T* p, const char* what) {
+  check_aligned16(p, what);
   Packed128<T> r;
   std::memcpy(&r, p, 16);
   return r;
 }
+template <class T>
+__device__ __forceinline__ void store128_checked(T* p, Packed128<T> v, const char* what) {
+  check_aligned16(p, what);
+  std::memcpy(static_cast<void*>(p), &v, 16);  // void*: T is trivially copyable
+}
+template <class T>
+__device__ __forceinline__ Packed128<T> load128(const T* p) { return load128_checked(p, "load128"); }
 template <class T>
 __device__ __forceinline__ Packed128<T> load128cs(const T* p) {
-  check_aligned16(p, "load128cs");
-  Packed128<T> r;
-  std::memcpy(&r, p, 16);
-  return r;
+  return load128_checked(p, "load128cs");
 }
 template <class T>
-__device__ __forceinline__ void store128(T* p, Packed128<T> v) {
-  check_aligned16(p, "store128");
-  std::memcpy(static_cast<void*>(p), &v, 16);  // void*: T is trivially copyable
-}
+__device__ __forceinline__ void store128(T* p, Packed128<T> v) { store128_checked(p, v, "store128"); }
 template <class T>
 __device__ __forceinline__ void store128cs(T* p, Packed128<T> v) {
-  check_aligned16(p, "store128cs");
-  std::memcpy(static_cast<void*>(p), &v, 16);  // void*: T is trivially copyable
+  store128_checked(p, v, "store128cs");
 }
 #else
 // Through int4, which has the LDG.128 and __ldcs/__stcs overloads.

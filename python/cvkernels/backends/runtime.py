@@ -25,6 +25,7 @@ import functools
 import numpy as np
 
 from .. import _ext
+from .._arrays import data_ptr
 from ..device import gpu_device, sim_device
 
 #: Every way a kernel can run, in the order tests and checks list them.
@@ -71,12 +72,13 @@ def bind(plan, args: dict, ptr):
 class Runtime:
     name: str
     xp = np
+    simulator = False
 
     def device(self):
         raise NotImplementedError
 
     def ptr(self, a) -> int:
-        return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
+        return data_ptr(a)
 
     def empty(self, shape, dtype):
         return self.xp.empty(shape, dtype=dtype)
@@ -96,6 +98,9 @@ class Runtime:
 
     def launch(self, plan, **args):
         """Launch ``plan`` with its kernel's arguments given by name."""
+        if self.simulator and not plan.family.sim:
+            raise NotImplementedError(f"{plan.name}: the {plan.family.name} family is GPU-only "
+                                      f"(its spec says sim=False)")
         if plan.workspace_bytes and "workspace" not in args:
             args["workspace"] = self.xp.empty(plan.workspace_bytes, dtype=np.uint8)
         bound = bind(plan, args, self.ptr)
@@ -134,9 +139,6 @@ class ExtRuntime(Runtime):
         return sim_device() if self.simulator else gpu_device()
 
     def _launch(self, plan, bound, max_dyn):
-        if self.simulator and not plan.family.sim:
-            raise NotImplementedError(f"{plan.name}: the {plan.family.name} family is GPU-only "
-                                      f"(its spec says sim=False)")
         stream = 0 if self.xp is np else self.xp.cuda.get_current_stream().ptr
         typed = [(k, 0 if v is None else self.ptr(v)) if k == "ptr" else (k, v.item())
                  for k, v in bound]
@@ -164,9 +166,6 @@ class RawRuntime(Runtime):
         return fn
 
     def _launch(self, plan, bound, max_dyn):
-        if self.simulator and not plan.family.sim:
-            raise NotImplementedError(f"{plan.name}: the {plan.family.name} family is GPU-only "
-                                      f"(its spec says sim=False)")
         fn = self.function(plan)
         if max_dyn > self.device().smem_per_block or \
                 getattr(fn, "max_dynamic_shared_size_bytes", 0) > max_dyn:

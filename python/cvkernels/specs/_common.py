@@ -1,6 +1,7 @@
 """Helpers the family specs share: dtype checks, row views, shape checks of gradients."""
 from __future__ import annotations
 
+from .._arrays import data_ptr
 from ..spec import dtype_of
 
 
@@ -36,7 +37,6 @@ def aligned16(*arrays) -> bool:
     for a in arrays:
         if a is None:
             continue
-        p = a.ctypes.data if hasattr(a, "ctypes") else a.data.ptr
-        if p % 16:
+        if data_ptr(a) % 16:
             return False
     return True

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..spec import (BFLOAT16, FLOAT16, FLOAT32, Bench, Case, Family, I64, In, Kernel, Out,
                     Param, ceil_div, dtype_param)
+from .._arrays import data_ptr
 from ._common import need_dtype
 
 U = FLOAT32.unit_roundoff
@@ -19,15 +20,11 @@ FAMILY = Family("matmul_tc", "matmul_tc.cuh", [FORWARD], dtypes=(FLOAT16, BFLOAT
                 doc="fp16/bf16 GEMM on mma.sync, fp32 out")
 
 
-def _ptr(a):
-    return a.ctypes.data if hasattr(a, "ctypes") else a.data.ptr
-
-
 def plan(dev, dtype, M, N, K, a, b):
     """VEC: the largest of 8, 4, 2, 1 elements dividing K and N with both operands aligned to
     2*VEC bytes, so a cp.async chunk is wholly inside the matrix or wholly outside."""
     vec = next(v for v in VECS if K % v == 0 and N % v == 0
-               and _ptr(a) % (2 * v) == 0 and _ptr(b) % (2 * v) == 0)
+               and data_ptr(a) % (2 * v) == 0 and data_ptr(b) % (2 * v) == 0)
     if ceil_div(M, TILE) > dev.max_grid[1]:
         raise ValueError("matmul_tc: M too large for one launch")
     return FAMILY.plan(FORWARD, dict(T=dtype, VEC=vec), grid=(ceil_div(N, TILE),
