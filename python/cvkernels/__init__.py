@@ -18,6 +18,7 @@ from . import functional
 from . import ops
 from .autograd import Tensor, no_grad
 from . import autograd, nn, optim
+from . import errors
 
 
 def __getattr__(name):
@@ -31,4 +32,4 @@ def __getattr__(name):
 __version__ = "0.1.0"
 
 __all__ = ["available_backends", "backend", "set_backend", "reference", "functional", "ops",
-           "Tensor", "no_grad", "autograd", "nn", "optim"]
+           "Tensor", "no_grad", "autograd", "nn", "optim", "errors"]

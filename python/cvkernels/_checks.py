@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ArgumentError, ArgumentTypeError, IndexOutOfRange, ShapeError
+
 try:  # bf16 host arrays are ml_dtypes.bfloat16, as in JAX and CuPy
     import ml_dtypes as _ml_dtypes
     _BF16 = (np.dtype(_ml_dtypes.bfloat16),)
@@ -16,19 +18,19 @@ FLOAT_DTYPES = (np.dtype(np.float16), *_BF16, np.dtype(np.float32), np.dtype(np.
 
 
 def check_float(fn: str, name: str, x, dtypes=FLOAT_DTYPES) -> None:
-    """Raise TypeError unless ``x`` has one of the floating ``dtypes``."""
+    """Raise ArgumentTypeError (a TypeError) unless ``x`` has one of the floating ``dtypes``."""
     dt = np.dtype(x.dtype)
     if dt not in dtypes:
         allowed = ", ".join(str(d) for d in dtypes)
-        raise TypeError(f"{fn}: {name} must have dtype in ({allowed}), got {dt}")
+        raise ArgumentTypeError(f"{fn}: {name} must have dtype in ({allowed}), got {dt}")
 
 
 def check_ndim(fn: str, name: str, x, ndims) -> None:
-    """Raise ValueError unless ``x.ndim`` is ``ndims`` (an int or a collection of ints)."""
+    """Raise ShapeError (a ValueError) unless ``x.ndim`` is ``ndims`` (an int or a collection of ints)."""
     allowed = (ndims,) if isinstance(ndims, int) else tuple(ndims)
     if x.ndim not in allowed:
         want = " or ".join(f"{d}-D" for d in allowed)
-        raise ValueError(f"{fn}: {name} must be {want}, got shape {tuple(x.shape)}")
+        raise ShapeError(f"{fn}: {name} must be {want}, got shape {tuple(x.shape)}")
 
 
 def check_same_dtype(fn: str, **arrays) -> None:
@@ -36,14 +38,14 @@ def check_same_dtype(fn: str, **arrays) -> None:
     items = [(k, np.dtype(v.dtype)) for k, v in arrays.items() if v is not None]
     if len({d for _, d in items}) > 1:
         desc = ", ".join(f"{k}={d}" for k, d in items)
-        raise TypeError(f"{fn}: arguments must share one dtype, got {desc}")
+        raise ArgumentTypeError(f"{fn}: arguments must share one dtype, got {desc}")
 
 
 def check_dim(fn: str, name: str, dim: int, ndim: int) -> int:
     """Normalise a possibly negative ``dim`` against ``ndim``; raise IndexError when out of range."""
     lo, hi = (-ndim, ndim - 1) if ndim > 0 else (-1, 0)
     if not isinstance(dim, (int, np.integer)) or not lo <= dim <= hi:
-        raise IndexError(f"{fn}: {name}={dim} is out of range for a tensor of {ndim} dims "
+        raise IndexOutOfRange(f"{fn}: {name}={dim} is out of range for a tensor of {ndim} dims "
                          f"(expected to be in range of [{lo}, {hi}])")
     return int(dim) % max(ndim, 1)
 
@@ -56,4 +58,4 @@ def pair(fn: str, name: str, v) -> tuple[int, int]:
         a, b = v
         return int(a), int(b)
     except (TypeError, ValueError):
-        raise ValueError(f"{fn}: {name} must be an int or a pair of ints, got {v!r}") from None
+        raise ArgumentError(f"{fn}: {name} must be an int or a pair of ints, got {v!r}") from None

@@ -20,6 +20,8 @@ for torch callers) and bound to the schema's ``workspace`` argument.
 """
 from __future__ import annotations
 
+from ..errors import KernelError
+
 import functools
 
 import numpy as np
@@ -34,7 +36,7 @@ RUNTIMES = ("sim", "sim-rawkernel", "cuda", "rawkernel")
 _SCALAR = {"i32": np.int32, "i64": np.int64, "f32": np.float32, "f64": np.float64}
 
 
-class LaunchError(RuntimeError):
+class LaunchError(KernelError):
     """A launch the device refuses (the message carries CUDA's own error text)."""
 
 
