@@ -56,3 +56,37 @@ def test_unavailable_gpu_backend_stops_with_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "rawkernel" in err and ("not available" in err or "CuPy" in err)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--batch-size", "0"], "batch_size must be a positive integer"),
+    (["--batch-size", "-5"], "batch_size must be a positive integer"),
+    (["--lr", "nan"], "lr must be a positive finite number"),
+    (["--lr", "-1"], "lr must be a positive finite number"),
+    (["--seed", "-1"], "seed must be an integer"),
+    (["--out", "/nonexistent/x.png"], "does not exist"),
+    (["--out", "curves.txt"], "must be a .png path"),
+])
+def test_bad_arguments_stop_before_training_with_one_line(argv, needle, capsys, monkeypatch):
+    def no_training(*a, **k):
+        raise AssertionError("training started before the arguments were checked")
+    monkeypatch.setattr(demo, "load_digits_split", no_training)
+    rc = demo.main(argv + ["--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("cvk demo digits: error: "), err
+    assert needle in err, err
+
+
+def test_bad_cvk_backend_variable_is_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("CVK_BACKEND", "bogus")
+    rc = demo.main(["--epochs", "1", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "CVK_BACKEND" in err, err
+
+
+def test_out_directory_is_refused(tmp_path, capsys):
+    rc = demo.main(["--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "out" in err, err

@@ -19,6 +19,7 @@ from . import ops
 from .autograd import Tensor, no_grad
 from . import autograd, nn, optim
 from . import errors
+from .amp import autocast
 
 
 def __getattr__(name):
@@ -32,4 +33,4 @@ def __getattr__(name):
 __version__ = "0.1.0"
 
 __all__ = ["available_backends", "backend", "set_backend", "reference", "functional", "ops",
-           "Tensor", "no_grad", "autograd", "nn", "optim", "errors"]
+           "Tensor", "no_grad", "autograd", "nn", "optim", "errors", "autocast"]

@@ -5,6 +5,10 @@ download), split 75/25 stratified with a fixed seed. The network is
 conv(1->16, 3x3) - batchnorm - relu - maxpool(2), conv(16->32, 3x3) - batchnorm - relu -
 maxpool(2), linear(128->10), trained with Adam and a cosine learning-rate schedule.
 
+``--dtype bf16`` (or fp16) trains with mixed precision: fp32 master weights, updated by the
+optimiser, and :func:`cvkernels.autocast` running the convolutions and the linear layer in 16 bits
+(the other ops take what they are given; the loss is computed in fp32).
+
 ``--backend`` picks where the operators run: ``cpu`` (NumPy references) or ``sim`` (the CUDA
 kernels on the CPU simulator) on numpy arrays, ``cuda`` or ``rawkernel`` on CuPy arrays. When an
 operator has no kernel on the chosen backend the demo says so in one line and exits with code 2;
@@ -16,6 +20,9 @@ Entry points: ``cvkernels.demo.main(argv) -> exit code`` (what ``cvk demo digits
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
 import sys
 import time
 
@@ -24,7 +31,9 @@ import numpy as np
 from . import functional as F
 from . import nn, optim
 from ._backend import BACKENDS, DEVICE_OF, backend as _backend_ctx
+from .amp import autocast
 from .autograd import Tensor, no_grad
+from .errors import ArgumentError
 
 __all__ = ["DigitsNet", "load_digits_split", "run_digits", "main", "BackendUnavailable"]
 
@@ -88,6 +97,40 @@ def _check_backend(backend):
                                  f"(available: {avail})")
 
 
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+def _check_args(*, epochs, batch_size, lr, seed, out_png, dtype):
+    """Refuse bad settings before any work (a full epoch must not run before a bad ``--out``
+    is found). Raises ArgumentError naming the argument."""
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ArgumentError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) \
+            or not math.isfinite(lr) or lr <= 0:
+        raise ArgumentError(f"lr must be a positive finite number, got {lr!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ArgumentError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    if dtype not in DTYPES:
+        raise ArgumentError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if out_png is not None:
+        out = os.fspath(out_png)
+        if not out.lower().endswith(".png"):
+            raise ArgumentError(f"out must be a .png path (the curves are a PNG image), got {out!r}")
+        folder = os.path.dirname(os.path.abspath(out))
+        if os.path.isdir(out):
+            raise ArgumentError(f"out is a directory: {out!r}")
+        if not os.path.isdir(folder):
+            raise ArgumentError(f"out: directory {folder!r} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise ArgumentError(f"out: directory {folder!r} is not writable")
+    from ._backend import chosen
+    try:
+        chosen()            # a bad CVK_BACKEND is reported now, not at the first op
+    except ValueError as e:
+        raise ArgumentError(str(e)) from None
+
+
 def _evaluate(model, x, y, batch_size):
     model.eval()
     loss_sum, correct = 0.0, 0
@@ -127,17 +170,20 @@ def _plot(history, out_png):
 
 def run_digits(backend=None, epochs: int = 8, out_png: str | None = "digits_demo.png",
                seed: int = 0, batch_size: int = 32, lr: float = 0.01, limit: int | None = None,
-               progress: bool = True, log=print) -> dict:
+               progress: bool = True, log=print, dtype: str = "fp32") -> dict:
     """Train :class:`DigitsNet` on the digits and return its history.
 
     ``backend``: None (automatic), 'cpu', 'sim', 'cuda' or 'rawkernel'. ``limit`` trains on the
     first ``limit`` training images only (quick checks). ``out_png``: where to write the loss and
-    accuracy curves (None: no plot). ``log`` receives one line per epoch.
+    accuracy curves (None: no plot). ``log`` receives one line per epoch. ``dtype``: 'fp32', or
+    'bf16' / 'fp16' for mixed precision (fp32 master weights, :func:`cvkernels.autocast`).
 
     Returns ``{'history': {...}, 'test_acc': float, 'seconds': float, 'png': path or None}``.
     Raises :class:`BackendUnavailable` when the backend cannot run here, and NotImplementedError
     (from the backend) when an operator has no kernel there.
     """
+    _check_args(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, out_png=out_png,
+                dtype=dtype)
     _check_backend(backend)
     xp = _array_module(backend)
     xtr, ytr, xte, yte = load_digits_split(seed)
@@ -156,7 +202,8 @@ def run_digits(backend=None, epochs: int = 8, out_png: str | None = "digits_demo
         from tqdm import tqdm
     except ImportError:      # progress bar is a nicety
         tqdm = None
-    ctx = _backend_ctx(backend) if backend is not None else _nullcontext()
+    ctx = _backend_ctx(backend) if backend is not None else contextlib.nullcontext()
+    amp = (lambda: autocast(dtype)) if dtype != "fp32" else contextlib.nullcontext
     t0 = time.perf_counter()
     with ctx:
         for epoch in range(1, epochs + 1):
@@ -168,8 +215,9 @@ def run_digits(backend=None, epochs: int = 8, out_png: str | None = "digits_demo
             for i in bar:
                 idx = order[i * batch_size:(i + 1) * batch_size]
                 xb, yb = Tensor(xtr[idx]), ytr[idx]
-                logits = model(xb)
-                loss = F.cross_entropy(logits, yb)
+                with amp():
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -178,7 +226,8 @@ def run_digits(backend=None, epochs: int = 8, out_png: str | None = "digits_demo
                 correct += int((logits.data.argmax(axis=1) == yb).sum())
                 if tqdm and progress:
                     bar.set_postfix(loss=f"{float(loss.item()):.3f}")
-            te_loss, te_acc = _evaluate(model, xte, yte, 256)
+            with amp():
+                te_loss, te_acc = _evaluate(model, xte, yte, 256)
             history["train_loss"].append(loss_sum / len(ytr))
             history["train_acc"].append(correct / len(ytr))
             history["test_loss"].append(te_loss)
@@ -194,14 +243,6 @@ def run_digits(backend=None, epochs: int = 8, out_png: str | None = "digits_demo
             "png": out_png}
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def build_parser(parser=None):
     """The argparse parser of ``cvk demo digits`` (pass a sub-parser to fill it in)."""
     p = parser or argparse.ArgumentParser(
@@ -214,25 +255,34 @@ def build_parser(parser=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=DTYPES, default="fp32",
+                   help="fp32, or bf16/fp16 mixed precision with fp32 master weights")
     p.add_argument("--out", default="digits_demo.png", help="PNG of loss/accuracy curves")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
 
 def main(argv=None) -> int:
-    """Run the demo from command-line arguments; returns the exit code (0 ok, 2: the backend
-    cannot run it, with a one-line message on stderr)."""
+    """Run the demo from command-line arguments; returns the exit code: 0 ok; 1 training
+    diverged (a non-finite loss); 2 a bad argument, or the backend cannot run it (one line on
+    stderr, as argparse does)."""
     args = build_parser().parse_args(argv)
+    settings = dict(epochs=args.epochs, out_png=args.out, seed=args.seed,
+                    batch_size=args.batch_size, lr=args.lr, dtype=args.dtype)
     try:
-        res = run_digits(backend=args.backend, epochs=args.epochs, out_png=args.out,
-                         seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                         progress=not args.no_progress)
-    except (NotImplementedError, BackendUnavailable) as e:
+        _check_args(**settings)
+        res = run_digits(backend=args.backend, progress=not args.no_progress, **settings)
+    except (NotImplementedError, BackendUnavailable, ArgumentError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"cvk demo digits: {msg}", file=sys.stderr)
+        print(f"cvk demo digits: error: {msg}", file=sys.stderr)
         return 2
-    print(f"test accuracy {100 * res['test_acc']:.2f}% after {args.epochs} epochs in "
-          f"{res['seconds']:.1f} s; curves written to {res['png']}")
+    if not math.isfinite(res["history"]["train_loss"][-1]):
+        print(f"cvk demo digits: error: training diverged (loss "
+              f"{res['history']['train_loss'][-1]}); try a smaller --lr", file=sys.stderr)
+        return 1
+    print(f"test accuracy {100 * res['test_acc']:.2f}% after {args.epochs} epochs "
+          f"({args.dtype}, backend {args.backend or 'cpu'}) in {res['seconds']:.1f} s; "
+          f"curves written to {res['png']}")
     return 0
 
 

@@ -13,6 +13,8 @@ import threading
 
 import numpy as np
 
+from .._checks import FLOAT_DTYPES
+
 __all__ = ["Function", "Context", "no_grad", "enable_grad", "is_grad_enabled", "array_module",
            "run_backward"]
 
@@ -62,7 +64,9 @@ def unwrap(x):
 
 
 def is_float(a) -> bool:
-    return np.dtype(a.dtype).kind in "fc"
+    """Whether ``a`` holds a differentiable type: float, complex or bfloat16 (ml_dtypes)."""
+    dt = np.dtype(a.dtype)
+    return dt.kind in "fc" or dt in FLOAT_DTYPES
 
 
 class Context:

@@ -29,6 +29,7 @@ import inspect
 from typing import Mapping
 
 from .. import _dispatch
+from ..amp import cast_args
 from .engine import Function, is_grad_enabled, unwrap
 from .tensor import Tensor
 
@@ -81,6 +82,7 @@ class Op:
 
     def __call__(self, /, **args):
         """Run the op; ``args`` are the forward's arguments by name, in the forward's order."""
+        args = cast_args(self.name, args)      # cvkernels.autocast's policy; a no-op outside
         if not has_tensor(args.values()):
             return _dispatch.forward(self.name, **args, **self.extra)
         if not self.differentiable:
