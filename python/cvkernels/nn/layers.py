@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import functional as F
 from .._checks import pair
+from ..errors import ArgumentError
 from ..autograd import Tensor, array_module
 from . import init
 from .module import Module, Parameter
@@ -96,15 +97,15 @@ class _ConvNd(Module):
 
 
 class Conv2d(_ConvNd):
-    """2-D convolution layer; weight ``[out, in/groups, kH, kW]``. Only ``padding_mode='zeros'``."""
+    """2-D convolution layer; weight ``[out, in/groups, kH, kW]``. ``padding_mode`` 'zeros',
+    'reflect', 'replicate' or 'circular': as torch, the other modes pad with ``F.pad`` and then
+    convolve with padding 0. A bad ``padding``/``padding_mode`` raises at construction."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", *, generator=None,
                  dtype=np.float32):
         super().__init__()
-        if padding_mode != "zeros":
-            raise ValueError(f"Conv2d: only padding_mode='zeros' is supported, got "
-                             f"{padding_mode!r}")
+        _check_conv_padding("Conv2d", padding, padding_mode, stride)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
@@ -113,13 +114,31 @@ class Conv2d(_ConvNd):
         self.stride = pair("Conv2d", "stride", stride)
         self.padding = padding if isinstance(padding, str) else pair("Conv2d", "padding", padding)
         self.dilation, self.groups = pair("Conv2d", "dilation", dilation), groups
+        self.padding_mode = padding_mode
         self._init_params((out_channels, in_channels // groups) + self.kernel_size,
                           out_channels, bias, generator, dtype)
 
     def forward(self, input):
-        """Convolve ``input`` ``[N, C_in, H, W]``."""
+        """Convolve ``input`` ``[N, C_in, H, W]`` (or unbatched ``[C_in, H, W]``)."""
+        if self.padding_mode != "zeros":
+            return F.conv2d(F.pad(input, self._pads(), mode=self.padding_mode), self.weight,
+                            self.bias, self.stride, 0, self.dilation, self.groups)
         return F.conv2d(input, self.weight, self.bias, self.stride, self.padding,
                         self.dilation, self.groups)
+
+    def _pads(self):
+        """F.pad's (left, right, top, bottom) for this layer's padding ('same': the extra one
+        goes right/bottom, as torch)."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            out = []
+            for d, k in zip(self.dilation[::-1], self.kernel_size[::-1]):
+                total = d * (k - 1)
+                out += [total // 2, total - total // 2]
+            return tuple(out)
+        ph, pw = self.padding
+        return (pw, pw, ph, ph)
 
 
 class ConvTranspose2d(_ConvNd):
@@ -463,6 +482,23 @@ class MultiheadAttention(Module):
         if not self.batch_first:
             out = out.transpose(0, 1) if isinstance(out, Tensor) else out.swapaxes(0, 1)
         return out, None
+
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _check_conv_padding(fn, padding, padding_mode, stride):
+    """torch's constructor checks of padding and padding_mode."""
+    if padding_mode not in _PADDING_MODES:
+        raise ArgumentError(f"{fn}: padding_mode must be one of {_PADDING_MODES}, got "
+                            f"{padding_mode!r}")
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ArgumentError(f"{fn}: invalid padding string {padding!r}, should be one of "
+                                f"('valid', 'same')")
+        if padding == "same" and pair(fn, "stride", stride) != (1, 1):
+            raise ArgumentError(f"{fn}: padding='same' is not supported for strided "
+                                f"convolutions")
 
 
 def _sdpa_mask(attn_mask, key_padding_mask, like, num_heads):
