@@ -14,7 +14,7 @@ import numpy as np
 from .. import functional as F
 from .._checks import pair
 from ..errors import ArgumentError
-from ..autograd import Tensor, array_module
+from ..autograd import Tensor
 from . import init
 from .module import Module, Parameter
 
@@ -435,55 +435,6 @@ class Flatten(Module):
         return input.reshape(tuple(s[:a]) + (-1,) + tuple(s[b + 1:]))
 
 
-class MultiheadAttention(Module):
-    """Multi-head attention as ``torch.nn.MultiheadAttention`` (same parameter names and init:
-    ``in_proj_weight`` Xavier-uniform, ``in_proj_bias`` and ``out_proj.bias`` zeros).
-
-    ``forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None)``
-    returns ``(attn_output, None)``: the attention weights are not computed. Masks use torch's
-    nn.MultiheadAttention convention (bool True = NOT allowed to attend; float masks added).
-    Only ``dropout=0`` and ``kdim = vdim = embed_dim`` are supported.
-    """
-
-    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
-                 add_zero_attn=False, kdim=None, vdim=None, batch_first=False, *,
-                 generator=None, dtype=np.float32):
-        super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible "
-                             f"by num_heads ({num_heads})")
-        if dropout != 0.0 or add_bias_kv or add_zero_attn or kdim not in (None, embed_dim) \
-                or vdim not in (None, embed_dim):
-            raise NotImplementedError("MultiheadAttention: only dropout=0, no bias_kv/zero_attn "
-                                      "and kdim = vdim = embed_dim are supported")
-        self.embed_dim, self.num_heads, self.batch_first = embed_dim, num_heads, batch_first
-        self.in_proj_weight = _empty((3 * embed_dim, embed_dim), dtype)
-        if bias:
-            self.in_proj_bias = _empty((3 * embed_dim,), dtype)
-        else:
-            self.register_parameter("in_proj_bias", None)
-        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, generator=generator,
-                               dtype=dtype)
-        init.xavier_uniform_(self.in_proj_weight, generator=generator)
-        if bias:
-            init.zeros_(self.in_proj_bias)
-            init.zeros_(self.out_proj.bias)
-
-    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
-                attn_mask=None):
-        """Attend; inputs ``(L, N, E)`` (or ``(N, L, E)`` with ``batch_first``)."""
-        if not self.batch_first:
-            query, key, value = (t.transpose(0, 1) if isinstance(t, Tensor) else
-                                 t.swapaxes(0, 1) for t in (query, key, value))
-        mask = _sdpa_mask(attn_mask, key_padding_mask, query, self.num_heads)
-        out = F.multi_head_attention(query, key, value, self.num_heads, self.in_proj_weight,
-                                     self.in_proj_bias, self.out_proj.weight,
-                                     self.out_proj.bias, mask)
-        if not self.batch_first:
-            out = out.transpose(0, 1) if isinstance(out, Tensor) else out.swapaxes(0, 1)
-        return out, None
-
-
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
@@ -499,32 +450,6 @@ def _check_conv_padding(fn, padding, padding_mode, stride):
         if padding == "same" and pair(fn, "stride", stride) != (1, 1):
             raise ArgumentError(f"{fn}: padding='same' is not supported for strided "
                                 f"convolutions")
-
-
-def _sdpa_mask(attn_mask, key_padding_mask, like, num_heads):
-    """torch MHA masks (True = masked out) -> one sdpa mask (True = takes part, or additive)."""
-    raw = lambda m: m.data if isinstance(m, Tensor) else m  # noqa: E731
-    attn_mask, kpm = raw(attn_mask), raw(key_padding_mask)
-    if attn_mask is None and kpm is None:
-        return None
-    xp = array_module(raw(like))
-    dtype = raw(like).dtype
-
-    def additive(m):
-        if m.dtype == np.bool_:
-            return xp.where(m, dtype.type(-np.inf), dtype.type(0))
-        return m.astype(dtype)
-    if kpm is not None:
-        kpm = kpm[:, None, None, :]                  # (N, 1, 1, S)
-    if attn_mask is not None and attn_mask.ndim == 3:   # (N*H, L, S) -> (N, H, L, S)
-        attn_mask = attn_mask.reshape(-1, num_heads, *attn_mask.shape[1:])
-    if kpm is None:
-        return ~attn_mask if attn_mask.dtype == np.bool_ else attn_mask
-    if attn_mask is None:
-        return ~kpm if kpm.dtype == np.bool_ else kpm
-    if attn_mask.dtype == np.bool_ and kpm.dtype == np.bool_:
-        return ~(attn_mask | kpm)
-    return additive(attn_mask) + additive(kpm)
 
 
 class Sequential(Module):
@@ -617,3 +542,6 @@ class MultiMarginLoss(Module):
         """The loss of scores ``input`` against ``target``."""
         return F.multi_margin_loss(input, target, self.p, self.margin, self.weight,
                                    reduction=self.reduction)
+
+
+from .attention import MultiheadAttention  # noqa: E402,F401  (lives in nn/attention.py)

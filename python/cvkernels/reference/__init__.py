@@ -17,3 +17,4 @@ from .boxes import *       # noqa: F401,F403
 from .roi import *         # noqa: F401,F403
 from .pad import *         # noqa: F401,F403
 from .group_norm import *  # noqa: F401,F403
+from .mha import *         # noqa: F401,F403
