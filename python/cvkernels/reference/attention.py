@@ -107,12 +107,11 @@ def _sdpa_setup(fn, query, key, value, attn_mask, dropout_p, is_causal, scale, e
 
 
 def _probs(q, k, mask, scale):
-    s = (q @ np.swapaxes(k, -1, -2)) * scale
-    if mask is not None:
-        if mask.dtype == np.bool_:
-            s = np.where(mask, s, -np.inf)
-        else:
-            s = s + mask.astype(s.dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = (q @ np.swapaxes(k, -1, -2)) * scale
+        if mask is not None:       # a bool mask is added as 0 / -inf, as torch: NaN stays NaN
+            s = s + (np.where(mask, 0, -np.inf) if mask.dtype == np.bool_ else mask
+                     ).astype(s.dtype)
     return _safe_softmax_last(s)
 
 

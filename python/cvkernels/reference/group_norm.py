@@ -38,7 +38,7 @@ def _params(fn, input, num_groups, weight, bias, eps):
         if a is not None and np.shape(a) != (c,):
             raise ShapeError(f"{fn}: {name} must have shape ({c},), got {np.shape(a)}")
     n = x.shape[0]
-    xg = x.astype(np.float64).reshape(n, int(num_groups), -1)
+    xg = x.astype(np.float64).reshape(n, int(num_groups), x.size // max(n * num_groups, 1))
     return x, xg
 
 

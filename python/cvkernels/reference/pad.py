@@ -66,8 +66,10 @@ def _source(mode, n, left, right):
         return np.where((j >= 0) & (j < n), j, -1)
     if mode == "replicate":
         return np.clip(j, 0, n - 1)
-    if mode == "circular":
-        return np.mod(j, n) if n else j
+    if mode == "circular":                         # as torch: crop first, then wrap around
+        lo, hi = max(-left, 0), n - max(-right, 0)
+        j = np.arange(n + left + right) - max(left, 0)
+        return lo + np.mod(j, hi - lo) if hi > lo else j
     j = np.abs(j)                                   # reflect: -1 -> 1, n -> n - 2
     return np.where(j >= n, 2 * (n - 1) - j, j)
 
