@@ -13,9 +13,10 @@ __all__ = ["GroupNorm"]
 class GroupNorm(Module):
     """Group normalisation as ``torch.nn.GroupNorm``: ``num_channels`` split into
     ``num_groups`` groups, each normalised per sample; with ``affine``, a per-channel weight
-    (ones) and bias (zeros)."""
+    (ones) and, unless ``bias=False``, a bias (zeros)."""
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, *, dtype=np.float32):
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, bias=True, *,
+                 dtype=np.float32):
         super().__init__()
         if num_groups <= 0 or num_channels % num_groups:
             raise ArgumentError(f"GroupNorm: num_channels ({num_channels}) must be divisible by "
@@ -24,7 +25,10 @@ class GroupNorm(Module):
         self.eps, self.affine = eps, affine
         if affine:
             self.weight = Parameter(np.ones(num_channels, dtype=dtype))
-            self.bias = Parameter(np.zeros(num_channels, dtype=dtype))
+            if bias:
+                self.bias = Parameter(np.zeros(num_channels, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .._checks import check_float, check_ndim, check_same_dtype
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ShapeError
 
 __all__ = [
     "scaled_dot_product_attention_forward", "scaled_dot_product_attention_backward",
@@ -55,25 +55,25 @@ def _sdpa_setup(fn, query, key, value, attn_mask, dropout_p, is_causal, scale, e
     for name, a in (("query", q), ("key", k), ("value", v)):
         check_float(fn, name, a)
         if a.ndim < 2:
-            raise ValueError(f"{fn}: {name} must be at least 2-D (..., L, E), got shape {a.shape}")
+            raise ShapeError(f"{fn}: {name} must be at least 2-D (..., L, E), got shape {a.shape}")
     check_same_dtype(fn, query=q, key=k, value=v)
     if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float, np.floating)) \
             or not 0.0 <= dropout_p <= 1.0:
         raise ArgumentError(f"{fn}: dropout_p must be a probability in [0, 1], got "
                             f"{dropout_p!r}")
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{fn}: query and key must share the embedding size E, got "
+        raise ShapeError(f"{fn}: query and key must share the embedding size E, got "
                          f"{q.shape[-1]} and {k.shape[-1]}")
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"{fn}: key and value must share the sequence length S, got "
+        raise ShapeError(f"{fn}: key and value must share the sequence length S, got "
                          f"{k.shape[-2]} and {v.shape[-2]}")
     rep = 1
     if enable_gqa:
         if q.ndim < 3 or k.ndim < 3 or v.ndim < 3:
-            raise ValueError(f"{fn}: enable_gqa needs (..., H, L, E) inputs")
+            raise ShapeError(f"{fn}: enable_gqa needs (..., H, L, E) inputs")
         hq, hk = q.shape[-3], k.shape[-3]
         if hk == 0 or hq % hk or v.shape[-3] != hk:
-            raise ValueError(f"{fn}: with enable_gqa the number of query heads ({hq}) must be a "
+            raise ShapeError(f"{fn}: with enable_gqa the number of query heads ({hq}) must be a "
                              f"multiple of the key/value heads ({hk}, {v.shape[-3]})")
         rep = hq // hk
         k = np.repeat(k, rep, axis=-3)          # head h of q reads kv head h // rep
@@ -81,13 +81,13 @@ def _sdpa_setup(fn, query, key, value, attn_mask, dropout_p, is_causal, scale, e
     try:
         batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except ValueError:
-        raise ValueError(f"{fn}: the batch dims of query {q.shape}, key {k.shape} and value "
+        raise ShapeError(f"{fn}: the batch dims of query {q.shape}, key {k.shape} and value "
                          f"{v.shape} do not broadcast") from None
     L, S = q.shape[-2], k.shape[-2]
     mask = None
     if attn_mask is not None:
         if is_causal:
-            raise ValueError(f"{fn}: attn_mask and is_causal cannot both be set")
+            raise ArgumentError(f"{fn}: attn_mask and is_causal cannot both be set")
         mask = np.asarray(attn_mask)
         if mask.dtype != np.bool_:
             check_float(fn, "attn_mask", mask)
@@ -96,7 +96,7 @@ def _sdpa_setup(fn, query, key, value, attn_mask, dropout_p, is_causal, scale, e
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(f"{fn}: attn_mask of shape {mask.shape} does not broadcast to the "
+            raise ShapeError(f"{fn}: attn_mask of shape {mask.shape} does not broadcast to the "
                              f"attention scores' shape {batch + (L, S)}") from None
     elif is_causal:
         mask = np.tril(np.ones((L, S), dtype=bool))
@@ -179,7 +179,7 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     keep = None if dropout_p == 0.0 else np.asarray(dropout_mask)
     o_shape = np.broadcast_shapes(p.shape[:-2], v.shape[:-2]) + (p.shape[-2], v.shape[-1])
     if g.shape != o_shape:
-        raise ValueError(f"{fn}: grad_out must have shape {o_shape}, got {g.shape}")
+        raise ShapeError(f"{fn}: grad_out must have shape {o_shape}, got {g.shape}")
     g = g.astype(q.dtype)
     pt = np.swapaxes(_apply_keep(p, keep, dropout_p), -1, -2)
     dv = pt @ g
@@ -225,18 +225,18 @@ def _mha_setup(fn, query, key, value, num_heads, in_proj_weight, in_proj_bias, o
     n, L, E = q.shape
     if k.shape[0] != n or v.shape[0] != n or k.shape[2] != E or v.shape[2] != E \
             or k.shape[1] != v.shape[1]:
-        raise ValueError(f"{fn}: key and value must be (N, S, E) with N={n}, E={E}, got key "
+        raise ShapeError(f"{fn}: key and value must be (N, S, E) with N={n}, E={E}, got key "
                          f"{k.shape} and value {v.shape}")
     if not isinstance(num_heads, (int, np.integer)) or num_heads <= 0 or E % num_heads:
-        raise ValueError(f"{fn}: num_heads must be a positive divisor of E={E}, got {num_heads!r}")
+        raise ShapeError(f"{fn}: num_heads must be a positive divisor of E={E}, got {num_heads!r}")
     if w_in.shape != (3 * E, E):
-        raise ValueError(f"{fn}: in_proj_weight must have shape [{3 * E}, {E}], got {w_in.shape}")
+        raise ShapeError(f"{fn}: in_proj_weight must have shape [{3 * E}, {E}], got {w_in.shape}")
     if b_in is not None and b_in.shape != (3 * E,):
-        raise ValueError(f"{fn}: in_proj_bias must have shape [{3 * E}], got {b_in.shape}")
+        raise ShapeError(f"{fn}: in_proj_bias must have shape [{3 * E}], got {b_in.shape}")
     if w_out.shape != (E, E):
-        raise ValueError(f"{fn}: out_proj_weight must have shape [{E}, {E}], got {w_out.shape}")
+        raise ShapeError(f"{fn}: out_proj_weight must have shape [{E}, {E}], got {w_out.shape}")
     if b_out is not None and b_out.shape != (E,):
-        raise ValueError(f"{fn}: out_proj_bias must have shape [{E}], got {b_out.shape}")
+        raise ShapeError(f"{fn}: out_proj_bias must have shape [{E}], got {b_out.shape}")
     return q, k, v, w_in, b_in, w_out, b_out
 
 
@@ -304,7 +304,7 @@ def multi_head_attention_backward(grad_out, query, key, value, num_heads, in_pro
     g = np.asarray(grad_out)
     check_float(fn, "grad_out", g)
     if g.shape != q.shape:
-        raise ValueError(f"{fn}: grad_out must have shape {q.shape}, got {g.shape}")
+        raise ShapeError(f"{fn}: grad_out must have shape {q.shape}, got {g.shape}")
     acc = _acc_dtype(q.dtype)
     dt = q.dtype
     E = q.shape[2]
