@@ -200,32 +200,27 @@ def _key(o):
     return o.name + (f"|{o.variant_test_name}" if o.variant_test_name else "")
 
 
+def _param(where, kind, item, values, id):
+    """A pytest.param, skipped with its reason when ``SKIPS`` lists it."""
+    reason = _skip_reason(where, kind, item)
+    marks = (pytest.mark.skip(reason=f"{where}: {reason}"),) if reason else ()
+    return pytest.param(*values, id=id, marks=marks)
+
+
 def _op_samples():
     params = []
     for o, name in OPS:
         k = SUBSAMPLE.get(_key(o), 1)
         samples = list(o.sample_inputs("cpu", torch.float64, requires_grad=True))
-        for i, s in enumerate(samples[::k]):
-            marks = ()
-            reason = _skip_reason(_key(o), "sample", s)
-            if reason:
-                marks = (pytest.mark.skip(reason=f"{_key(o)}: {reason}"),)
-            params.append(pytest.param(o, name, s, id=f"{_key(o)}-{i}", marks=marks))
+        params += [_param(_key(o), "sample", s, (o, name, s), f"{_key(o)}-{i}")
+                   for i, s in enumerate(samples[::k])]
     return params
 
 
 def _op_errors():
-    params = []
-    for o, name in OPS:
-        if o.error_inputs_func is None:
-            continue
-        for i, e in enumerate(o.error_inputs("cpu")):
-            marks = ()
-            reason = _skip_reason(_key(o), "error", e)
-            if reason:
-                marks = (pytest.mark.skip(reason=f"{_key(o)}: {reason}"),)
-            params.append(pytest.param(o, name, e, id=f"{_key(o)}-err{i}", marks=marks))
-    return params
+    return [_param(_key(o), "error", e, (o, name, e), f"{_key(o)}-err{i}")
+            for o, name in OPS if o.error_inputs_func is not None
+            for i, e in enumerate(o.error_inputs("cpu"))]
 
 
 def _call_ours(name, s, pairs, grads=True):
@@ -234,7 +229,6 @@ def _call_ours(name, s, pairs, grads=True):
               **_convert(s.kwargs, pairs, grads))
 
 
-@pytest.mark.parametrize("opinfo,name,sample", _op_samples())
 def test_opinfo_sample(opinfo, name, sample):
     theirs = opinfo(sample.input, *sample.args, **sample.kwargs)
     pairs = []
@@ -254,7 +248,6 @@ def test_opinfo_sample(opinfo, name, sample):
         _backward_both(ours, theirs, pairs, _key(opinfo))
 
 
-@pytest.mark.parametrize("opinfo,name,error", _op_errors())
 def test_opinfo_error_input(opinfo, name, error):
     s = error.sample_input
     with pytest.raises(error.error_type):      # torch's test asserts the type (and a message)
@@ -290,12 +283,9 @@ def _module_samples():
             inputs = m.module_inputs_func(m, device="cpu", dtype=torch.float64,
                                           requires_grad=True, training=training)
             for i, mi in enumerate(inputs[::k]):
-                if mi.forward_input is None:
-                    continue
-                reason = _skip_reason(name, "sample", mi)
-                marks = (pytest.mark.skip(reason=f"{name}: {reason}"),) if reason else ()
-                params.append(pytest.param(m, mi, training, marks=marks,
-                                           id=f"{name}-{'train' if training else 'eval'}-{i}"))
+                if mi.forward_input is not None:
+                    params.append(_param(name, "sample", mi, (m, mi, training),
+                                         f"{name}-{'train' if training else 'eval'}-{i}"))
     return params
 
 
@@ -307,14 +297,11 @@ def _module_errors():
         name = m.module_cls.__name__
         errs = m.module_error_inputs_func(m, device="cpu", dtype=torch.float64,
                                           requires_grad=False, training=True)
-        for i, e in enumerate(errs):
-            reason = _skip_reason(name, "error", e)
-            marks = (pytest.mark.skip(reason=f"{name}: {reason}"),) if reason else ()
-            params.append(pytest.param(m, e, marks=marks, id=f"{name}-err{i}"))
+        params += [_param(name, "error", e, (m, e), f"{name}-err{i}")
+                   for i, e in enumerate(errs)]
     return params
 
 
-@pytest.mark.parametrize("minfo,minput,training", _module_samples())
 def test_moduleinfo_sample(minfo, minput, training):
     name = minfo.module_cls.__name__
     ours, theirs = _make_modules(minfo, minput)
@@ -335,7 +322,6 @@ def test_moduleinfo_sample(minfo, minput, training):
         _backward_both(out, ref, pairs + params, name)
 
 
-@pytest.mark.parametrize("minfo,error", _module_errors())
 def test_moduleinfo_error_input(minfo, error):
     mi = error.module_error_input
     fi = mi.forward_input
@@ -366,7 +352,6 @@ def _sim_samples():
 
 @pytest.mark.sim
 @pytest.mark.skipif(not backends.get("sim").available(), reason="_cudasim not built")
-@pytest.mark.parametrize("opinfo,name,sample", _sim_samples())
 def test_opinfo_sample_on_sim(opinfo, name, sample):
     """float32 kernels on the simulator against torch in float64. Bound: a length-K fp32 dot
     product errs by at most ~K u sum|a_i b_i| (plus one rounding of the result), so matmul/linear
@@ -388,6 +373,38 @@ def test_opinfo_sample_on_sim(opinfo, name, sample):
         n = sample.input.shape[dim] if sample.input.ndim else 1
         bound = (n + 4) * U32 * (np.abs(ref) + 1)
     assert np.all(np.abs(out - ref) <= bound + 1e-300), (np.abs(out - ref) - bound).max()
+
+
+#: test function -> (its parameters, the generator of its samples). Samples are made in
+#: pytest_generate_tests, only for tests the -m expression selects: the sanitizer stage
+#: (``-m "sim or sanitizer"``) then pays nothing for the cpu samples.
+_PARAMS = {
+    "test_opinfo_sample": ("opinfo,name,sample", _op_samples),
+    "test_opinfo_error_input": ("opinfo,name,error", _op_errors),
+    "test_moduleinfo_sample": ("minfo,minput,training", _module_samples),
+    "test_moduleinfo_error_input": ("minfo,error", _module_errors),
+    "test_opinfo_sample_on_sim": ("opinfo,name,sample", _sim_samples),
+}
+
+
+def _selected(metafunc) -> bool:
+    expr = metafunc.config.getoption("markexpr")
+    if not expr:
+        return True
+    try:
+        from _pytest.mark.expression import Expression
+    except ImportError:                                  # pragma: no cover
+        return True
+    own = {m.name for m in metafunc.definition.iter_markers()}
+    return Expression.compile(expr).evaluate(lambda name, **kw: name in own)
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize each sample test with its samples (see ``_PARAMS``)."""
+    entry = _PARAMS.get(metafunc.function.__name__)
+    if entry is not None:
+        names, make = entry
+        metafunc.parametrize(names, make() if _selected(metafunc) else [])
 
 
 def test_every_library_op_has_samples():

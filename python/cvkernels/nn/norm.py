@@ -10,6 +10,14 @@ from .module import Module, Parameter
 __all__ = ["GroupNorm"]
 
 
+def affine_parameters(module, shape, affine, bias, dtype):
+    """Register ``weight`` (ones) and ``bias`` (zeros, or None when ``bias`` is False) of
+    ``shape``, or both None without ``affine``: the affine part of torch's norm layers."""
+    module.register_parameter("weight", Parameter(np.ones(shape, dtype=dtype)) if affine else None)
+    module.register_parameter("bias", Parameter(np.zeros(shape, dtype=dtype))
+                              if affine and bias else None)
+
+
 class GroupNorm(Module):
     """Group normalisation as ``torch.nn.GroupNorm``: ``num_channels`` split into
     ``num_groups`` groups, each normalised per sample; with ``affine``, a per-channel weight
@@ -23,15 +31,7 @@ class GroupNorm(Module):
                                 f"num_groups ({num_groups}), with num_groups > 0")
         self.num_groups, self.num_channels = num_groups, num_channels
         self.eps, self.affine = eps, affine
-        if affine:
-            self.weight = Parameter(np.ones(num_channels, dtype=dtype))
-            if bias:
-                self.bias = Parameter(np.zeros(num_channels, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        affine_parameters(self, (num_channels,), affine, bias, dtype)
 
     def forward(self, input):
         """Normalise ``input`` (N, C, *)."""

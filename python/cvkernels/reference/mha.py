@@ -20,7 +20,7 @@ import numpy as np
 
 from .._checks import check_float
 from ..errors import ArgumentError, ShapeError
-from .attention import _apply_keep, _dropout_keep, _safe_softmax_last
+from .attention import _apply_keep, _dropout_keep, _heads, _merge, _safe_softmax_last
 
 __all__ = ["mha_forward", "mha_backward", "mha"]
 
@@ -120,16 +120,6 @@ def _setup(fn, query, key, value, embed_dim_to_check, num_heads, in_proj_weight,
 
 def _proj(x, w, b):
     return x @ w.T + (0 if b is None else b)
-
-
-def _heads(x, h):            # (N, S, E) -> (N, h, S, E/h)
-    n, s, e = x.shape
-    return x.reshape(n, s, h, e // h).transpose(0, 2, 1, 3)
-
-
-def _merge(x):               # (N, h, S, d) -> (N, S, h*d)
-    n, h, s, d = x.shape
-    return x.transpose(0, 2, 1, 3).reshape(n, s, h * d)
 
 
 def _forward(c, add_zero_attn, need_weights, dropout_p, keep=None, generator=None):
