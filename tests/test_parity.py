@@ -5,15 +5,14 @@ key_padding_mask), pad / padding_mode / 1-tuples / Conv2d constructor checks, in
 group_norm, scaled_dot_product_attention (NaN/inf rows, dropout), MultiheadAttention's
 arguments, and the kernel backends' NotImplementedError for the new ops.
 """
+import cvkernels
 import numpy as np
 import pytest
-
-from helpers import assert_close, check_grads
-
-import cvkernels
-from cvkernels import backends, nn, ops, reference as R
+from cvkernels import backends, nn, ops
 from cvkernels import functional as F
+from cvkernels import reference as R
 from cvkernels.autograd import Tensor
+from helpers import assert_close, check_grads
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional

@@ -59,12 +59,12 @@ _BN = "batch norm gaps of issue 10 that belong to the batch-norm helper"
 SKIPS = [
     # random: torch's random stream is not reproduced (statistics are tested instead)
     ("nn.functional.scaled_dot_product_attention", "sample", lambda s: _dropout_p(s, 3) > 0,
-     "dropout_p > 0 is random and torch's random stream is not reproduced; dropout statistics, "
-     "reproducibility and its backward are tested in test_parity.py"),
+     ("dropout_p > 0 is random and torch's random stream is not reproduced; dropout "
+      "statistics, reproducibility and its backward are tested in test_parity.py")),
     ("nn.functional.multi_head_attention_forward", "sample",
      lambda s: _dropout_p(s, 9) > 0 and s.kwargs.get("training", True),
-     "dropout in training is random (torch's stream is not reproduced); test_parity.py tests "
-     "MHA dropout by reproducibility"),
+     ("dropout in training is random (torch's stream is not reproduced); test_parity.py "
+      "tests MHA dropout by reproducibility")),
     ("MultiheadAttention", "sample",
      lambda m: m.constructor_input.kwargs.get("dropout", 0.0) > 0,
      "dropout in training is random (torch's stream is not reproduced)"),
@@ -78,12 +78,12 @@ SKIPS = [
     ("BatchNorm2d", "error", ALWAYS, f"BatchNorm2d(eps<=0) must raise at forward: {_BN}"),
     ("nn.functional.multi_margin_loss", "sample",
      lambda s: s.input.ndim == 0 or (s.input.ndim == 1 and tuple(s.args[0].shape) == (1,)),
-     "0-D input, and 1-D input with a (1,) target, to multi_margin_loss: reference/loss.py "
-     "(loss helper)"),
+     ("0-D input, and 1-D input with a (1,) target, to multi_margin_loss: "
+      "reference/loss.py (loss helper)")),
     ("nn.functional.multi_margin_loss", "error", _runtime_error, _LOSS),
     ("nn.functional.multi_margin_loss", "error", lambda e: "one-dimensional" in e.error_regex,
-     "reference/loss.py checks the target's dtype (float in these samples) before the weight's "
-     "rank and raises TypeError where torch raises ValueError (loss helper)"),
+     ("reference/loss.py checks the target's dtype (float in these samples) before the "
+      "weight's rank and raises TypeError where torch raises ValueError (loss helper)")),
     ("MultiMarginLoss", "error", _runtime_error, _LOSS),
     ("CrossEntropyLoss", "error", _runtime_error, _LOSS),
     ("nn.functional.max_pool2d", "error", _runtime_error, _POOL),

@@ -1,4 +1,5 @@
-"""``MultiheadAttention`` as ``torch.nn.MultiheadAttention``, on ``F.multi_head_attention_forward``."""
+"""``MultiheadAttention`` as ``torch.nn.MultiheadAttention``, on
+``F.multi_head_attention_forward``."""
 from __future__ import annotations
 
 import numpy as np

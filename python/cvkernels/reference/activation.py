@@ -11,8 +11,8 @@ import math
 import numba
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError, ShapeError
 from .._checks import check_float
+from ..errors import ArgumentError, ArgumentTypeError, ShapeError
 
 __all__ = [
     "relu_forward", "relu_backward", "relu",

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ArgumentError, ShapeError
 from .._checks import check_float, check_ndim, check_same_dtype, pair
+from ..errors import ArgumentError, ShapeError
 
 __all__ = [
     "conv2d", "conv2d_forward", "conv2d_backward",

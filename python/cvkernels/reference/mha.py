@@ -130,8 +130,9 @@ def _forward(c, add_zero_attn, need_weights, dropout_p, keep=None, generator=Non
     mask = c["mask"]
     extra = 0
     if c["bias_k"] is not None:            # one more key/value, always attendable
-        K = np.concatenate([K, np.broadcast_to(c["bias_k"].reshape(1, 1, -1), (N, 1, K.shape[2]))], 1)
-        V = np.concatenate([V, np.broadcast_to(c["bias_v"].reshape(1, 1, -1), (N, 1, V.shape[2]))], 1)
+        E = K.shape[2]
+        K = np.concatenate([K, np.broadcast_to(c["bias_k"].reshape(1, 1, E), (N, 1, E))], 1)
+        V = np.concatenate([V, np.broadcast_to(c["bias_v"].reshape(1, 1, E), (N, 1, E))], 1)
         extra += 1
     if add_zero_attn:                      # and a zero key/value
         K = np.concatenate([K, np.zeros((N, 1, K.shape[2]))], 1)
