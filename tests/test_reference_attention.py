@@ -187,7 +187,7 @@ def test_sdpa_float16_keeps_dtype():
 def test_sdpa_errors():
     q, k, v = _qkv((2, 5, 4), (2, 6, 4), (2, 6, 3))
     with pytest.raises(ValueError, match="dropout_p"):
-        SDPA(q, k, v, dropout_p=0.1)
+        SDPA(q, k, v, dropout_p=1.5)
     with pytest.raises(ValueError, match="query and key"):
         SDPA(q, k[..., :3], v)
     with pytest.raises(ValueError, match="key and value"):

@@ -64,7 +64,7 @@ def test_box_iou_errors():
     with pytest.raises(ValueError, match="box_iou: boxes2 must have shape"):
         B.box_iou(np.zeros((3, 4)), np.zeros(4))
     with pytest.raises(TypeError, match="box_iou: boxes1"):
-        B.box_iou(np.zeros((3, 4), np.int64), np.zeros((2, 4)))
+        B.box_iou(np.zeros((3, 4), np.bool_), np.zeros((2, 4)))
 
 
 # ------------------------------------------------------------------------------------------ nms

@@ -51,11 +51,12 @@ def check_dim(fn: str, name: str, dim: int, ndim: int) -> int:
 
 
 def pair(fn: str, name: str, v) -> tuple[int, int]:
-    """Turn an int or a length-2 sequence into a pair of ints, naming ``name`` on error."""
+    """Turn an int, a 1-sequence (torch expands ``(k,)`` to ``(k, k)``) or a length-2 sequence
+    into a pair of ints, naming ``name`` on error."""
     if isinstance(v, (int, np.integer)):
         return int(v), int(v)
     try:
-        a, b = v
+        a, b = (v[0], v[0]) if len(v) == 1 else v
         return int(a), int(b)
     except (TypeError, ValueError):
         raise ArgumentError(f"{fn}: {name} must be an int or a pair of ints, got {v!r}") from None

@@ -42,7 +42,8 @@ from .autograd.op import Op, fallback
 __all__ = ["matmul", "linear", "softmax", "log_softmax", "conv2d", "conv_transpose2d",
            "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
            "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "dropout", "cross_entropy",
-           "multi_margin_loss", "scaled_dot_product_attention", "multi_head_attention"]
+           "multi_margin_loss", "scaled_dot_product_attention", "multi_head_attention",
+           "multi_head_attention_forward", "pad", "group_norm"]
 
 
 def __getattr__(name):
@@ -59,7 +60,9 @@ _matmul, _linear, _conv2d, _conv_transpose2d = (Op(n) for n in (
 _avg_pool2d, _adaptive_avg_pool2d = Op("avg_pool2d"), Op("adaptive_avg_pool2d")
 _relu, _leaky_relu, _elu, _gelu = (Op(n) for n in ("relu", "leaky_relu", "elu", "gelu"))
 _cross_entropy, _multi_margin_loss = Op("cross_entropy"), Op("multi_margin_loss")
-_sdpa = Op("scaled_dot_product_attention")
+_pad, _group_norm = Op("pad"), Op("group_norm")
+_sdpa = Op("scaled_dot_product_attention", outputs=("output", "dropout_mask"),
+           extra={"return_mask": True}, saves=("*", "dropout_mask"))
 
 # ops whose backward departs from it
 _softmax = Op("softmax", saves=("output", "dim"))
@@ -76,6 +79,11 @@ _layer_norm = Op("layer_norm", grads=("input", "weight", "bias"))
 _mha = Op("multi_head_attention", grads=("query", "key", "value", "in_proj_weight",
                                           "in_proj_bias", "out_proj_weight", "out_proj_bias",
                                           "attn_mask"))
+_mha_torch = Op("mha", outputs=("output", "weights", "dropout_mask"), extra={"return_mask": True},
+                saves=("*", "dropout_mask"),
+                grads=("query", "key", "value", "in_proj_weight", "in_proj_bias", "bias_k",
+                       "bias_v", "out_proj_weight", "out_proj_bias", "attn_mask",
+                       "q_proj_weight", "k_proj_weight", "v_proj_weight"))
 
 
 def _no_legacy(fn, size_average, reduce):
@@ -269,11 +277,18 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
 # ---------------------------------------------------------------------------- attention
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
-                                 is_causal=False, scale=None, enable_gqa=False):
+                                 is_causal=False, scale=None, enable_gqa=False, *,
+                                 generator=None):
     """softmax(Q K^T * scale + mask) V. ``attn_mask`` bool (True = takes part) or additive float
-    (differentiable when a Tensor); a fully masked row gives zeros."""
+    (differentiable when a Tensor); a fully masked row gives zeros. ``dropout_p`` > 0 drops
+    attention probabilities with ``generator`` (a ``np.random.Generator``; default: the
+    library's default generator); the backward reuses the forward's mask."""
+    if generator is None and dropout_p != 0.0:
+        from .nn.init import default_generator
+        generator = default_generator()
     return _sdpa(query=query, key=key, value=value, attn_mask=attn_mask, dropout_p=dropout_p,
-                 is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+                 is_causal=is_causal, scale=scale, enable_gqa=enable_gqa,
+                 generator=generator)[0]
 
 
 def multi_head_attention(query, key, value, num_heads, in_proj_weight, in_proj_bias,
@@ -288,3 +303,47 @@ def multi_head_attention(query, key, value, num_heads, in_proj_weight, in_proj_b
                 in_proj_weight=in_proj_weight, in_proj_bias=in_proj_bias,
                 out_proj_weight=out_proj_weight, out_proj_bias=out_proj_bias,
                 attn_mask=attn_mask)
+
+
+def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads,
+                                 in_proj_weight, in_proj_bias, bias_k, bias_v, add_zero_attn,
+                                 dropout_p, out_proj_weight, out_proj_bias, training=True,
+                                 key_padding_mask=None, need_weights=True, attn_mask=None,
+                                 use_separate_proj_weight=False, q_proj_weight=None,
+                                 k_proj_weight=None, v_proj_weight=None, static_k=None,
+                                 static_v=None, average_attn_weights=True, is_causal=False, *,
+                                 generator=None):
+    """``torch.nn.functional.multi_head_attention_forward``: torch's layout ((L, N, E) or
+    unbatched (L, E)) and mask convention (bool True = NOT allowed). Returns ``(attn_output,
+    attn_weights)``; only attn_output is differentiable. A fully masked row gives NaN with
+    ``need_weights=True`` and zeros with False, as torch's two paths (see ``reference.mha``).
+    ``generator`` (a ``np.random.Generator``) drives dropout; default: the library's."""
+    raw = lambda m: m.data if isinstance(m, Tensor) else m  # noqa: E731
+    if generator is None and training and dropout_p != 0.0:
+        from .nn.init import default_generator
+        generator = default_generator()
+    out, weights, _ = _mha_torch(
+        query=query, key=key, value=value, embed_dim_to_check=embed_dim_to_check,
+        num_heads=num_heads, in_proj_weight=in_proj_weight, in_proj_bias=in_proj_bias,
+        bias_k=bias_k, bias_v=bias_v, add_zero_attn=add_zero_attn, dropout_p=dropout_p,
+        out_proj_weight=out_proj_weight, out_proj_bias=out_proj_bias, training=training,
+        key_padding_mask=raw(key_padding_mask), need_weights=need_weights, attn_mask=attn_mask,
+        use_separate_proj_weight=use_separate_proj_weight, q_proj_weight=q_proj_weight,
+        k_proj_weight=k_proj_weight, v_proj_weight=v_proj_weight, static_k=static_k,
+        static_v=static_v, average_attn_weights=average_attn_weights, is_causal=is_causal,
+        generator=generator)
+    if isinstance(weights, Tensor):
+        weights = weights.detach()
+    return out, weights
+
+
+def pad(input, pad, mode="constant", value=None):
+    """``torch.nn.functional.pad``: modes 'constant', 'reflect', 'replicate', 'circular';
+    ``pad`` lists (left, right) pairs from the last dim backwards (negative pads crop)."""
+    return _pad(input=input, pad=pad, mode=mode, value=value)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
+    """Group normalisation of ``input`` (N, C, *) over ``num_groups`` channel groups;
+    gradients go to input, weight and bias."""
+    return _group_norm(input=input, num_groups=num_groups, weight=weight, bias=bias, eps=eps)

@@ -33,9 +33,9 @@ def nms(boxes, scores, iou_threshold):
 
 
 def batched_nms(boxes, scores, idxs, iou_threshold):
-    """NMS per category ``idxs``; boxes of different categories never suppress each other."""
-    return _batched_nms(boxes=boxes, scores=scores, idxs=idxs,
-                        iou_threshold=float(iou_threshold))
+    """NMS per category ``idxs``; boxes of different categories never suppress each other.
+    Empty ``boxes`` give an empty result, even with ``None`` for the other arguments."""
+    return _batched_nms(boxes=boxes, scores=scores, idxs=idxs, iou_threshold=iou_threshold)
 
 
 def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):

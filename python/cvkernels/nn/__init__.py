@@ -8,5 +8,6 @@ from .init import manual_seed
 from .module import Module, Parameter
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers_all
+from .norm import GroupNorm
 
-__all__ = ["init", "manual_seed", "Module", "Parameter"] + list(_layers_all)
+__all__ = ["init", "manual_seed", "Module", "Parameter"] + list(_layers_all) + ["GroupNorm"]

@@ -13,9 +13,11 @@ import numpy as np
 
 from .. import functional as F
 from .._checks import pair
-from ..autograd import Tensor, array_module
+from ..errors import ArgumentError
+from ..autograd import Tensor
 from . import init
 from .module import Module, Parameter
+from .norm import affine_parameters
 
 __all__ = ["Linear", "Conv2d", "ConvTranspose2d", "BatchNorm2d", "LayerNorm", "MaxPool2d",
            "AvgPool2d", "AdaptiveAvgPool2d", "ReLU", "LeakyReLU", "ELU", "GELU", "Sigmoid",
@@ -96,15 +98,15 @@ class _ConvNd(Module):
 
 
 class Conv2d(_ConvNd):
-    """2-D convolution layer; weight ``[out, in/groups, kH, kW]``. Only ``padding_mode='zeros'``."""
+    """2-D convolution layer; weight ``[out, in/groups, kH, kW]``. ``padding_mode`` 'zeros',
+    'reflect', 'replicate' or 'circular': as torch, the other modes pad with ``F.pad`` and then
+    convolve with padding 0. A bad ``padding``/``padding_mode`` raises at construction."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", *, generator=None,
                  dtype=np.float32):
         super().__init__()
-        if padding_mode != "zeros":
-            raise ValueError(f"Conv2d: only padding_mode='zeros' is supported, got "
-                             f"{padding_mode!r}")
+        _check_conv_padding("Conv2d", padding, padding_mode, stride)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
@@ -113,13 +115,31 @@ class Conv2d(_ConvNd):
         self.stride = pair("Conv2d", "stride", stride)
         self.padding = padding if isinstance(padding, str) else pair("Conv2d", "padding", padding)
         self.dilation, self.groups = pair("Conv2d", "dilation", dilation), groups
+        self.padding_mode = padding_mode
         self._init_params((out_channels, in_channels // groups) + self.kernel_size,
                           out_channels, bias, generator, dtype)
 
     def forward(self, input):
-        """Convolve ``input`` ``[N, C_in, H, W]``."""
+        """Convolve ``input`` ``[N, C_in, H, W]`` (or unbatched ``[C_in, H, W]``)."""
+        if self.padding_mode != "zeros":
+            return F.conv2d(F.pad(input, self._pads(), mode=self.padding_mode), self.weight,
+                            self.bias, self.stride, 0, self.dilation, self.groups)
         return F.conv2d(input, self.weight, self.bias, self.stride, self.padding,
                         self.dilation, self.groups)
+
+    def _pads(self):
+        """F.pad's (left, right, top, bottom) for this layer's padding ('same': the extra one
+        goes right/bottom, as torch)."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            out = []
+            for d, k in zip(self.dilation[::-1], self.kernel_size[::-1]):
+                total = d * (k - 1)
+                out += [total // 2, total - total // 2]
+            return tuple(out)
+        ph, pw = self.padding
+        return (pw, pw, ph, ph)
 
 
 class ConvTranspose2d(_ConvNd):
@@ -214,15 +234,7 @@ class LayerNorm(Module):
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
             else tuple(normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine
-        if elementwise_affine:
-            self.weight = Parameter(np.ones(self.normalized_shape, dtype=dtype))
-            if bias:
-                self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dtype))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        affine_parameters(self, self.normalized_shape, elementwise_affine, bias, dtype)
 
     def forward(self, input):
         """Normalise ``input``."""
@@ -416,79 +428,21 @@ class Flatten(Module):
         return input.reshape(tuple(s[:a]) + (-1,) + tuple(s[b + 1:]))
 
 
-class MultiheadAttention(Module):
-    """Multi-head attention as ``torch.nn.MultiheadAttention`` (same parameter names and init:
-    ``in_proj_weight`` Xavier-uniform, ``in_proj_bias`` and ``out_proj.bias`` zeros).
-
-    ``forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None)``
-    returns ``(attn_output, None)``: the attention weights are not computed. Masks use torch's
-    nn.MultiheadAttention convention (bool True = NOT allowed to attend; float masks added).
-    Only ``dropout=0`` and ``kdim = vdim = embed_dim`` are supported.
-    """
-
-    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
-                 add_zero_attn=False, kdim=None, vdim=None, batch_first=False, *,
-                 generator=None, dtype=np.float32):
-        super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible "
-                             f"by num_heads ({num_heads})")
-        if dropout != 0.0 or add_bias_kv or add_zero_attn or kdim not in (None, embed_dim) \
-                or vdim not in (None, embed_dim):
-            raise NotImplementedError("MultiheadAttention: only dropout=0, no bias_kv/zero_attn "
-                                      "and kdim = vdim = embed_dim are supported")
-        self.embed_dim, self.num_heads, self.batch_first = embed_dim, num_heads, batch_first
-        self.in_proj_weight = _empty((3 * embed_dim, embed_dim), dtype)
-        if bias:
-            self.in_proj_bias = _empty((3 * embed_dim,), dtype)
-        else:
-            self.register_parameter("in_proj_bias", None)
-        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, generator=generator,
-                               dtype=dtype)
-        init.xavier_uniform_(self.in_proj_weight, generator=generator)
-        if bias:
-            init.zeros_(self.in_proj_bias)
-            init.zeros_(self.out_proj.bias)
-
-    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
-                attn_mask=None):
-        """Attend; inputs ``(L, N, E)`` (or ``(N, L, E)`` with ``batch_first``)."""
-        if not self.batch_first:
-            query, key, value = (t.transpose(0, 1) if isinstance(t, Tensor) else
-                                 t.swapaxes(0, 1) for t in (query, key, value))
-        mask = _sdpa_mask(attn_mask, key_padding_mask, query, self.num_heads)
-        out = F.multi_head_attention(query, key, value, self.num_heads, self.in_proj_weight,
-                                     self.in_proj_bias, self.out_proj.weight,
-                                     self.out_proj.bias, mask)
-        if not self.batch_first:
-            out = out.transpose(0, 1) if isinstance(out, Tensor) else out.swapaxes(0, 1)
-        return out, None
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
-def _sdpa_mask(attn_mask, key_padding_mask, like, num_heads):
-    """torch MHA masks (True = masked out) -> one sdpa mask (True = takes part, or additive)."""
-    raw = lambda m: m.data if isinstance(m, Tensor) else m  # noqa: E731
-    attn_mask, kpm = raw(attn_mask), raw(key_padding_mask)
-    if attn_mask is None and kpm is None:
-        return None
-    xp = array_module(raw(like))
-    dtype = raw(like).dtype
-
-    def additive(m):
-        if m.dtype == np.bool_:
-            return xp.where(m, dtype.type(-np.inf), dtype.type(0))
-        return m.astype(dtype)
-    if kpm is not None:
-        kpm = kpm[:, None, None, :]                  # (N, 1, 1, S)
-    if attn_mask is not None and attn_mask.ndim == 3:   # (N*H, L, S) -> (N, H, L, S)
-        attn_mask = attn_mask.reshape(-1, num_heads, *attn_mask.shape[1:])
-    if kpm is None:
-        return ~attn_mask if attn_mask.dtype == np.bool_ else attn_mask
-    if attn_mask is None:
-        return ~kpm if kpm.dtype == np.bool_ else kpm
-    if attn_mask.dtype == np.bool_ and kpm.dtype == np.bool_:
-        return ~(attn_mask | kpm)
-    return additive(attn_mask) + additive(kpm)
+def _check_conv_padding(fn, padding, padding_mode, stride):
+    """torch's constructor checks of padding and padding_mode."""
+    if padding_mode not in _PADDING_MODES:
+        raise ArgumentError(f"{fn}: padding_mode must be one of {_PADDING_MODES}, got "
+                            f"{padding_mode!r}")
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ArgumentError(f"{fn}: invalid padding string {padding!r}, should be one of "
+                                f"('valid', 'same')")
+        if padding == "same" and pair(fn, "stride", stride) != (1, 1):
+            raise ArgumentError(f"{fn}: padding='same' is not supported for strided "
+                                f"convolutions")
 
 
 class Sequential(Module):
@@ -581,3 +535,6 @@ class MultiMarginLoss(Module):
         """The loss of scores ``input`` against ``target``."""
         return F.multi_margin_loss(input, target, self.p, self.margin, self.weight,
                                    reduction=self.reduction)
+
+
+from .attention import MultiheadAttention  # noqa: E402,F401  (lives in nn/attention.py)

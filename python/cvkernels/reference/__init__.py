@@ -15,3 +15,6 @@ from .loss import *        # noqa: F401,F403
 from .attention import *   # noqa: F401,F403
 from .boxes import *       # noqa: F401,F403
 from .roi import *         # noqa: F401,F403
+from .pad import *         # noqa: F401,F403
+from .group_norm import *  # noqa: F401,F403
+from .mha import *         # noqa: F401,F403

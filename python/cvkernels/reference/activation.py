@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 from .._checks import check_float
+from ..errors import ArgumentError, ArgumentTypeError, ShapeError
 
 __all__ = [
     "relu_forward", "relu_backward", "relu",
@@ -49,7 +50,7 @@ def _grad_pair(fn: str, grad_out, x, xname: str = "input"):
     g = _as_float(fn, "grad_out", grad_out)
     x = _as_float(fn, xname, x)
     if g.shape != x.shape:
-        raise ValueError(f"{fn}: grad_out must have the shape of {xname} {x.shape}, got {g.shape}")
+        raise ShapeError(f"{fn}: grad_out must have the shape of {xname} {x.shape}, got {g.shape}")
     return g, x
 
 
@@ -127,7 +128,7 @@ elu = elu_forward
 # ----------------------------------------------------------------------------------------- gelu
 def _check_approx(fn: str, approximate: str) -> None:
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"{fn}: approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ArgumentError(f"{fn}: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 def gelu_forward(input, approximate="none"):
@@ -220,7 +221,7 @@ tanh = tanh_forward
 def _check_p(fn: str, p) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) \
             or not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{fn}: p must be a probability in [0, 1], got {p!r}")
+        raise ArgumentError(f"{fn}: p must be a probability in [0, 1], got {p!r}")
     return float(p)
 
 
@@ -239,10 +240,10 @@ def dropout_forward(input, p=0.5, training=True, generator=None, *, return_mask=
         out, mask = x.copy(), np.ones(x.shape, dtype=bool)
     else:
         if generator is None:
-            raise ValueError("dropout: generator (a numpy np.random.Generator) is required "
+            raise ArgumentError("dropout: generator (a numpy np.random.Generator) is required "
                              "when training with p > 0")
         if not isinstance(generator, np.random.Generator):
-            raise TypeError(f"dropout: generator must be a np.random.Generator, "
+            raise ArgumentTypeError(f"dropout: generator must be a np.random.Generator, "
                             f"got {type(generator).__name__}")
         mask = generator.random(x.shape) >= p
         out = _apply_mask(x, mask, p)
@@ -265,9 +266,9 @@ def dropout_backward(grad_out, mask, p=0.5):
     g = _as_float("dropout_backward", "grad_out", grad_out)
     mask = np.asarray(mask)
     if mask.dtype != np.bool_:
-        raise TypeError(f"dropout_backward: mask must have dtype bool, got {mask.dtype}")
+        raise ArgumentTypeError(f"dropout_backward: mask must have dtype bool, got {mask.dtype}")
     if mask.shape != g.shape:
-        raise ValueError(f"dropout_backward: mask must have the shape of grad_out {g.shape}, "
+        raise ShapeError(f"dropout_backward: mask must have the shape of grad_out {g.shape}, "
                          f"got {mask.shape}")
     return (_apply_mask(g, mask, p),)
 
@@ -279,10 +280,10 @@ dropout = dropout_forward
 def check_bias_relu(fn: str, input, bias) -> None:
     """``bias`` must be 1-D with ``input``'s last dimension (the one it is added along)."""
     if input.ndim < 1:
-        raise ValueError(f"{fn}: input must have at least 1 dimension, got shape "
+        raise ShapeError(f"{fn}: input must have at least 1 dimension, got shape "
                          f"{tuple(input.shape)}")
     if tuple(bias.shape) != (input.shape[-1],):
-        raise ValueError(f"{fn}: bias must have shape ({input.shape[-1]},), input's last "
+        raise ShapeError(f"{fn}: bias must have shape ({input.shape[-1]},), input's last "
                          f"dimension, got {tuple(bias.shape)}")
 
 

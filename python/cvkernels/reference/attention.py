@@ -3,7 +3,8 @@
 ``scaled_dot_product_attention`` follows ``torch.nn.functional.scaled_dot_product_attention``.
 Arithmetic runs in float32 for float16/float32 inputs and float64 for float64; results are cast
 back to the input dtype. A row whose every key is masked out gives zeros (not NaN) in the forward
-and zero gradients in the backward, as torch's math backend does since 2.5.
+and zero gradients in the backward, as torch's math backend does since 2.5; a NaN score (a NaN
+in q or k) or a score that overflows to +inf gives a NaN row, as torch.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import math
 import numpy as np
 
 from .._checks import check_float, check_ndim, check_same_dtype
+from ..errors import ArgumentError, ShapeError
 
 __all__ = [
     "scaled_dot_product_attention_forward", "scaled_dot_product_attention_backward",
@@ -37,13 +39,15 @@ def _sum_to_shape(g: np.ndarray, shape) -> np.ndarray:
 
 
 def _safe_softmax_last(s: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis; a row that is entirely -inf gives zeros."""
+    """Softmax over the last axis; a row that is entirely -inf gives zeros (torch's
+    _safe_softmax), while NaN or +inf scores give NaN, as a plain softmax."""
     m = np.max(s, axis=-1, keepdims=True) if s.shape[-1] else np.zeros(s.shape[:-1] + (1,), s.dtype)
-    m = np.where(np.isneginf(m), 0, m).astype(s.dtype)
-    e = np.exp(s - m)
-    den = np.sum(e, axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, e / np.where(den > 0, den, 1), 0).astype(s.dtype)
+    full = np.isneginf(m)                      # every key masked out
+    m = np.where(full, 0, m).astype(s.dtype)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        e = np.exp(s - m)
+        den = np.sum(e, axis=-1, keepdims=True)
+        return np.where(full, 0, e / np.where(full, 1, den)).astype(s.dtype)
 
 
 def _sdpa_setup(fn, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
@@ -51,23 +55,25 @@ def _sdpa_setup(fn, query, key, value, attn_mask, dropout_p, is_causal, scale, e
     for name, a in (("query", q), ("key", k), ("value", v)):
         check_float(fn, name, a)
         if a.ndim < 2:
-            raise ValueError(f"{fn}: {name} must be at least 2-D (..., L, E), got shape {a.shape}")
+            raise ShapeError(f"{fn}: {name} must be at least 2-D (..., L, E), got shape {a.shape}")
     check_same_dtype(fn, query=q, key=k, value=v)
-    if dropout_p != 0.0:
-        raise ValueError(f"{fn}: dropout_p must be 0.0 in the reference, got {dropout_p!r}")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float, np.floating)) \
+            or not 0.0 <= dropout_p <= 1.0:
+        raise ArgumentError(f"{fn}: dropout_p must be a probability in [0, 1], got "
+                            f"{dropout_p!r}")
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"{fn}: query and key must share the embedding size E, got "
+        raise ShapeError(f"{fn}: query and key must share the embedding size E, got "
                          f"{q.shape[-1]} and {k.shape[-1]}")
     if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"{fn}: key and value must share the sequence length S, got "
+        raise ShapeError(f"{fn}: key and value must share the sequence length S, got "
                          f"{k.shape[-2]} and {v.shape[-2]}")
     rep = 1
     if enable_gqa:
         if q.ndim < 3 or k.ndim < 3 or v.ndim < 3:
-            raise ValueError(f"{fn}: enable_gqa needs (..., H, L, E) inputs")
+            raise ShapeError(f"{fn}: enable_gqa needs (..., H, L, E) inputs")
         hq, hk = q.shape[-3], k.shape[-3]
         if hk == 0 or hq % hk or v.shape[-3] != hk:
-            raise ValueError(f"{fn}: with enable_gqa the number of query heads ({hq}) must be a "
+            raise ShapeError(f"{fn}: with enable_gqa the number of query heads ({hq}) must be a "
                              f"multiple of the key/value heads ({hk}, {v.shape[-3]})")
         rep = hq // hk
         k = np.repeat(k, rep, axis=-3)          # head h of q reads kv head h // rep
@@ -75,13 +81,13 @@ def _sdpa_setup(fn, query, key, value, attn_mask, dropout_p, is_causal, scale, e
     try:
         batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except ValueError:
-        raise ValueError(f"{fn}: the batch dims of query {q.shape}, key {k.shape} and value "
+        raise ShapeError(f"{fn}: the batch dims of query {q.shape}, key {k.shape} and value "
                          f"{v.shape} do not broadcast") from None
     L, S = q.shape[-2], k.shape[-2]
     mask = None
     if attn_mask is not None:
         if is_causal:
-            raise ValueError(f"{fn}: attn_mask and is_causal cannot both be set")
+            raise ArgumentError(f"{fn}: attn_mask and is_causal cannot both be set")
         mask = np.asarray(attn_mask)
         if mask.dtype != np.bool_:
             check_float(fn, "attn_mask", mask)
@@ -90,7 +96,7 @@ def _sdpa_setup(fn, query, key, value, attn_mask, dropout_p, is_causal, scale, e
         except ValueError:
             ok = False
         if not ok:
-            raise ValueError(f"{fn}: attn_mask of shape {mask.shape} does not broadcast to the "
+            raise ShapeError(f"{fn}: attn_mask of shape {mask.shape} does not broadcast to the "
                              f"attention scores' shape {batch + (L, S)}") from None
     elif is_causal:
         mask = np.tril(np.ones((L, S), dtype=bool))
@@ -101,34 +107,57 @@ def _sdpa_setup(fn, query, key, value, attn_mask, dropout_p, is_causal, scale, e
 
 
 def _probs(q, k, mask, scale):
-    s = (q @ np.swapaxes(k, -1, -2)) * scale
-    if mask is not None:
-        if mask.dtype == np.bool_:
-            s = np.where(mask, s, -np.inf)
-        else:
-            s = s + mask.astype(s.dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = (q @ np.swapaxes(k, -1, -2)) * scale
+        if mask is not None:       # a bool mask is added as 0 / -inf, as torch: NaN stays NaN
+            s = s + (np.where(mask, 0, -np.inf) if mask.dtype == np.bool_ else mask
+                     ).astype(s.dtype)
     return _safe_softmax_last(s)
 
 
+def _dropout_keep(p, dropout_p, generator):
+    """The keep-mask of attention dropout over the probabilities ``p`` (None: no dropout)."""
+    if dropout_p == 0.0:
+        return None
+    if generator is None:
+        from ..nn.init import default_generator
+        generator = default_generator()
+    return generator.random(p.shape) >= dropout_p
+
+
+def _apply_keep(p, keep, dropout_p):
+    if keep is None:
+        return p
+    scale = 0.0 if dropout_p >= 1.0 else 1.0 / (1.0 - dropout_p)
+    return np.where(keep, p * p.dtype.type(scale), 0).astype(p.dtype)
+
+
 def scaled_dot_product_attention_forward(query, key, value, attn_mask=None, dropout_p=0.0,
-                                         is_causal=False, scale=None, enable_gqa=False):
+                                         is_causal=False, scale=None, enable_gqa=False, *,
+                                         generator=None, return_mask=False):
     """softmax(Q K^T * scale + mask) V over the last two dims, as torch.
 
     query (..., L, E), key (..., S, E), value (..., S, Ev); batch dims broadcast. ``attn_mask``:
     bool (True = takes part) or float (added to the scores), broadcastable to (..., L, S).
     ``is_causal`` uses the top-left causal mask tril(ones(L, S)). ``scale`` defaults to 1/sqrt(E).
     ``enable_gqa``: key/value carry H_kv heads on dim -3, query head h reads kv head h // (H/H_kv).
-    ``dropout_p`` must be 0 (the reference is deterministic). Returns (..., L, Ev).
+    ``dropout_p`` > 0 zeroes each probability with that chance and scales the others by
+    1/(1-dropout_p), drawing from ``generator`` (a ``np.random.Generator``; default: the
+    library's default generator, see ``nn.init.manual_seed``); torch's random stream is not
+    reproduced. Returns (..., L, Ev), and with ``return_mask`` also the bool keep-mask
+    (None without dropout) that the backward needs.
     """
     q, k, v, mask, scale, _ = _sdpa_setup("scaled_dot_product_attention", query, key, value,
                                           attn_mask, dropout_p, is_causal, scale, enable_gqa)
     p = _probs(q, k, mask, scale)
-    return (p @ v).astype(np.asarray(query).dtype)
+    keep = _dropout_keep(p, dropout_p, generator)
+    out = (_apply_keep(p, keep, dropout_p) @ v).astype(np.asarray(query).dtype)
+    return (out, keep) if return_mask else out
 
 
 def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask=None,
                                           dropout_p=0.0, is_causal=False, scale=None,
-                                          enable_gqa=False):
+                                          enable_gqa=False, generator=None, dropout_mask=None):
     """``scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask=None,
     dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False)
     -> (grad_query, grad_key, grad_value, grad_attn_mask)``.
@@ -136,7 +165,8 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     Recomputes P = softmax(S); dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)),
     dQ = scale dS K, dK = scale dS^T Q. Gradients are reduced to each input's own (broadcast /
     GQA) shape. grad_attn_mask is dS summed to the mask's shape for a float mask, None for a bool
-    mask or no mask. Fully masked rows give zero gradients.
+    mask or no mask. Fully masked rows give zero gradients. With ``dropout_p`` > 0 the
+    forward's keep-mask ``dropout_mask`` is required (``generator`` is ignored).
     """
     fn = "scaled_dot_product_attention_backward"
     q, k, v, mask, scale, rep = _sdpa_setup(fn, query, key, value, attn_mask, dropout_p,
@@ -144,13 +174,16 @@ def scaled_dot_product_attention_backward(grad_out, query, key, value, attn_mask
     g = np.asarray(grad_out)
     check_float(fn, "grad_out", g)
     p = _probs(q, k, mask, scale)
+    if dropout_p != 0.0 and dropout_mask is None:
+        raise ArgumentError(f"{fn}: dropout_p > 0 needs the forward's dropout_mask")
+    keep = None if dropout_p == 0.0 else np.asarray(dropout_mask)
     o_shape = np.broadcast_shapes(p.shape[:-2], v.shape[:-2]) + (p.shape[-2], v.shape[-1])
     if g.shape != o_shape:
-        raise ValueError(f"{fn}: grad_out must have shape {o_shape}, got {g.shape}")
+        raise ShapeError(f"{fn}: grad_out must have shape {o_shape}, got {g.shape}")
     g = g.astype(q.dtype)
-    pt = np.swapaxes(p, -1, -2)
+    pt = np.swapaxes(_apply_keep(p, keep, dropout_p), -1, -2)
     dv = pt @ g
-    dp = g @ np.swapaxes(v, -1, -2)
+    dp = _apply_keep(g @ np.swapaxes(v, -1, -2), keep, dropout_p)
     ds = p * (dp - np.sum(dp * p, axis=-1, keepdims=True))
     dq = (ds @ k) * scale
     dk = (np.swapaxes(ds, -1, -2) @ q) * scale
@@ -192,18 +225,18 @@ def _mha_setup(fn, query, key, value, num_heads, in_proj_weight, in_proj_bias, o
     n, L, E = q.shape
     if k.shape[0] != n or v.shape[0] != n or k.shape[2] != E or v.shape[2] != E \
             or k.shape[1] != v.shape[1]:
-        raise ValueError(f"{fn}: key and value must be (N, S, E) with N={n}, E={E}, got key "
+        raise ShapeError(f"{fn}: key and value must be (N, S, E) with N={n}, E={E}, got key "
                          f"{k.shape} and value {v.shape}")
     if not isinstance(num_heads, (int, np.integer)) or num_heads <= 0 or E % num_heads:
-        raise ValueError(f"{fn}: num_heads must be a positive divisor of E={E}, got {num_heads!r}")
+        raise ShapeError(f"{fn}: num_heads must be a positive divisor of E={E}, got {num_heads!r}")
     if w_in.shape != (3 * E, E):
-        raise ValueError(f"{fn}: in_proj_weight must have shape [{3 * E}, {E}], got {w_in.shape}")
+        raise ShapeError(f"{fn}: in_proj_weight must have shape [{3 * E}, {E}], got {w_in.shape}")
     if b_in is not None and b_in.shape != (3 * E,):
-        raise ValueError(f"{fn}: in_proj_bias must have shape [{3 * E}], got {b_in.shape}")
+        raise ShapeError(f"{fn}: in_proj_bias must have shape [{3 * E}], got {b_in.shape}")
     if w_out.shape != (E, E):
-        raise ValueError(f"{fn}: out_proj_weight must have shape [{E}, {E}], got {w_out.shape}")
+        raise ShapeError(f"{fn}: out_proj_weight must have shape [{E}, {E}], got {w_out.shape}")
     if b_out is not None and b_out.shape != (E,):
-        raise ValueError(f"{fn}: out_proj_bias must have shape [{E}], got {b_out.shape}")
+        raise ShapeError(f"{fn}: out_proj_bias must have shape [{E}], got {b_out.shape}")
     return q, k, v, w_in, b_in, w_out, b_out
 
 
@@ -271,7 +304,7 @@ def multi_head_attention_backward(grad_out, query, key, value, num_heads, in_pro
     g = np.asarray(grad_out)
     check_float(fn, "grad_out", g)
     if g.shape != q.shape:
-        raise ValueError(f"{fn}: grad_out must have shape {q.shape}, got {g.shape}")
+        raise ShapeError(f"{fn}: grad_out must have shape {q.shape}, got {g.shape}")
     acc = _acc_dtype(q.dtype)
     dt = q.dtype
     E = q.shape[2]

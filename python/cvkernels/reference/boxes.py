@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from .._checks import check_float
+from ..errors import ArgumentTypeError, ShapeError
 
 __all__ = [
     "box_iou_forward", "box_iou",
@@ -17,11 +18,12 @@ __all__ = [
 ]
 
 
-def _check_boxes(fn: str, name: str, boxes) -> np.ndarray:
+def _check_boxes(fn: str, name: str, boxes, integer=False) -> np.ndarray:
     b = np.asarray(boxes)
-    check_float(fn, name, b)
+    if not (integer and b.dtype.kind in "iu"):
+        check_float(fn, name, b)
     if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"{fn}: {name} must have shape [N, 4], got {tuple(b.shape)}")
+        raise ShapeError(f"{fn}: {name} must have shape [N, 4], got {tuple(b.shape)}")
     return b
 
 
@@ -29,10 +31,12 @@ def box_iou_forward(boxes1, boxes2):
     """Pairwise IoU of xyxy boxes: boxes1 [N, 4], boxes2 [M, 4] -> [N, M], dtype of boxes1.
 
     iou = inter / (area1 + area2 - inter) with inter = max(0, w) * max(0, h) of the overlap, as
-    torchvision (two zero-area boxes give 0/0 = NaN there too). Computed in float64.
+    torchvision (two zero-area boxes give 0/0 = NaN there too). Computed in float64. Integer
+    boxes are accepted, as torchvision: the result is then float32 (torch's true division), or
+    the float dtype of the other argument.
     """
-    b1 = _check_boxes("box_iou", "boxes1", boxes1)
-    b2 = _check_boxes("box_iou", "boxes2", boxes2)
+    b1 = _check_boxes("box_iou", "boxes1", boxes1, integer=True)
+    b2 = _check_boxes("box_iou", "boxes2", boxes2, integer=True)
     a, b = b1.astype(np.float64), b2.astype(np.float64)
     area1 = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area2 = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
@@ -42,7 +46,8 @@ def box_iou_forward(boxes1, boxes2):
     inter = wh[..., 0] * wh[..., 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = inter / (area1[:, None] + area2[None, :] - inter)
-    return iou.astype(np.result_type(b1.dtype, b2.dtype))
+    floats = [d for d in (b1.dtype, b2.dtype) if d.kind == "f" or d.kind == "V"]
+    return iou.astype(np.result_type(*floats) if floats else np.float32)
 
 
 box_iou = box_iou_forward
@@ -87,6 +92,15 @@ def _check_scores(fn: str, scores, n: int) -> np.ndarray:
     return s
 
 
+def _check_idxs(fn: str, idxs, n: int) -> np.ndarray:
+    ix = np.asarray(idxs)
+    if ix.dtype.kind not in "iu":
+        raise ArgumentTypeError(f"{fn}: idxs must have an integer dtype, got {ix.dtype}")
+    if ix.shape != (n,):
+        raise ShapeError(f"{fn}: idxs must have shape [{n}] (one per box), got {tuple(ix.shape)}")
+    return ix
+
+
 def _check_threshold(fn: str, iou_threshold) -> float:
     try:
         t = float(iou_threshold)
@@ -125,19 +139,23 @@ def batched_nms_forward(boxes, scores, idxs, iou_threshold):
     """NMS done independently per category, as ``torchvision.ops.batched_nms``.
 
     boxes [N, 4], scores [N], idxs [N] integer category of each box. Boxes of different
-    categories never suppress each other. Returns int64 indices of the kept boxes sorted by
+    categories never suppress each other. As torchvision, empty ``boxes`` give an empty result
+    whatever the other arguments are, ``None`` included (they are still checked when given).
+    Returns int64 indices of the kept boxes sorted by
     decreasing score (stable: ties keep the lower index first -- torchvision's coordinate-offset
     path gives the same order; its per-class path for > 4000 CPU boxes uses an unstable sort).
     """
     fn = "batched_nms"
     b = _check_boxes(fn, "boxes", boxes)
+    if b.shape[0] == 0 and any(v is None for v in (scores, idxs, iou_threshold)):
+        for v, check in ((scores, _check_scores), (idxs, _check_idxs)):
+            if v is not None:
+                check(fn, v, 0)
+        if iou_threshold is not None:
+            _check_threshold(fn, iou_threshold)
+        return np.empty(0, dtype=np.int64)
     s = _check_scores(fn, scores, b.shape[0])
-    ix = np.asarray(idxs)
-    if ix.dtype.kind not in "iu":
-        raise TypeError(f"{fn}: idxs must have an integer dtype, got {ix.dtype}")
-    if ix.shape != (b.shape[0],):
-        raise ValueError(f"{fn}: idxs must have shape [{b.shape[0]}] (one per box), "
-                         f"got {tuple(ix.shape)}")
+    ix = _check_idxs(fn, idxs, b.shape[0])
     thr = _check_threshold(fn, iou_threshold)
     if b.shape[0] == 0:
         return np.empty(0, dtype=np.int64)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import check_float, check_ndim, check_same_dtype, pair
+from ..errors import ArgumentError, ShapeError
 
 __all__ = [
     "conv2d", "conv2d_forward", "conv2d_backward",
@@ -29,20 +30,20 @@ __all__ = [
 def _positive_pair(fn, name, v):
     p = pair(fn, name, v)
     if p[0] <= 0 or p[1] <= 0:
-        raise ValueError(f"{fn}: {name} must be positive, got {v!r}")
+        raise ArgumentError(f"{fn}: {name} must be positive, got {v!r}")
     return p
 
 
 def _nonneg_pair(fn, name, v):
     p = pair(fn, name, v)
     if p[0] < 0 or p[1] < 0:
-        raise ValueError(f"{fn}: {name} must be non-negative, got {v!r}")
+        raise ArgumentError(f"{fn}: {name} must be non-negative, got {v!r}")
     return p
 
 
 def _check_groups(fn, groups):
     if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups <= 0:
-        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
+        raise ArgumentError(f"{fn}: groups must be a positive int, got {groups!r}")
     return int(groups)
 
 
@@ -73,12 +74,12 @@ def _conv2d_params(input, weight, bias, stride, padding, dilation, groups, fn="c
     n, c_in, h, w = x.shape
     c_out, c_in_g, kh, kw = weight.shape
     if c_in % groups or c_out % groups or c_in_g != c_in // groups or c_out == 0:
-        raise ValueError(
+        raise ShapeError(
             f"{fn}: weight must have shape [C_out, C_in/groups, kH, kW] with C_out > 0 and "
             f"C_in={c_in}, C_out divisible by groups={groups}, got weight {tuple(weight.shape)} "
             f"for input {tuple(input.shape)}")
     if bias is not None and bias.shape != (c_out,):
-        raise ValueError(f"{fn}: bias must have shape [C_out] = ({c_out},), "
+        raise ShapeError(f"{fn}: bias must have shape [C_out] = ({c_out},), "
                          f"got {tuple(bias.shape)}")
     eff_h, eff_w = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
     if isinstance(padding, str):
@@ -86,19 +87,19 @@ def _conv2d_params(input, weight, bias, stride, padding, dilation, groups, fn="c
             pads = (0, 0, 0, 0)
         elif padding == "same":
             if stride != (1, 1):
-                raise ValueError(f"{fn}: padding='same' is not supported for strided "
+                raise ArgumentError(f"{fn}: padding='same' is not supported for strided "
                                  f"convolutions, got stride={stride}")
             th, tw = eff_h - 1, eff_w - 1
             pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
         else:
-            raise ValueError(f"{fn}: padding must be an int, a pair, 'same' or 'valid', "
+            raise ArgumentError(f"{fn}: padding must be an int, a pair, 'same' or 'valid', "
                              f"got {padding!r}")
     else:
         ph, pw = _nonneg_pair(fn, "padding", padding)
         pads = (ph, ph, pw, pw)
     hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
     if hp < eff_h or wp < eff_w:
-        raise ValueError(f"{fn}: input padded size ({hp} x {wp}) is smaller than the dilated "
+        raise ShapeError(f"{fn}: input padded size ({hp} x {wp}) is smaller than the dilated "
                          f"kernel ({eff_h} x {eff_w}); input {tuple(input.shape)}, "
                          f"weight {tuple(weight.shape)}, padding={padding!r}")
     out_hw = ((hp - eff_h) // stride[0] + 1, (wp - eff_w) // stride[1] + 1)
@@ -116,30 +117,30 @@ def _conv_transpose2d_params(input, weight, bias, stride, padding, output_paddin
     stride = _positive_pair(fn, "stride", stride)
     dilation = _positive_pair(fn, "dilation", dilation)
     if isinstance(padding, str):
-        raise ValueError(f"{fn}: padding must be an int or a pair of ints, got {padding!r}")
+        raise ArgumentError(f"{fn}: padding must be an int or a pair of ints, got {padding!r}")
     padding = _nonneg_pair(fn, "padding", padding)
     output_padding = _nonneg_pair(fn, "output_padding", output_padding)
     for a in range(2):
         if output_padding[a] >= max(stride[a], dilation[a]):
-            raise ValueError(f"{fn}: output_padding must be smaller than either stride or "
+            raise ArgumentError(f"{fn}: output_padding must be smaller than either stride or "
                              f"dilation, got output_padding={output_padding}, stride={stride}, "
                              f"dilation={dilation}")
     n, c_in, h, w = x.shape
     w_in, c_out_g, kh, kw = weight.shape
     if w_in != c_in or c_in % groups or c_out_g == 0:
-        raise ValueError(
+        raise ShapeError(
             f"{fn}: weight must have shape [C_in, C_out/groups, kH, kW] with C_in={c_in} "
             f"divisible by groups={groups}, got weight {tuple(weight.shape)} "
             f"for input {tuple(input.shape)}")
     c_out = c_out_g * groups
     if bias is not None and bias.shape != (c_out,):
-        raise ValueError(f"{fn}: bias must have shape [C_out] = ({c_out},), "
+        raise ShapeError(f"{fn}: bias must have shape [C_out] = ({c_out},), "
                          f"got {tuple(bias.shape)}")
     out_hw = tuple((size - 1) * s - 2 * p + d * (k - 1) + op + 1
                    for size, s, p, d, k, op in zip((h, w), stride, padding, dilation,
                                                    (kh, kw), output_padding))
     if out_hw[0] <= 0 or out_hw[1] <= 0:
-        raise ValueError(f"{fn}: output size {out_hw} is not positive; input "
+        raise ShapeError(f"{fn}: output size {out_hw} is not positive; input "
                          f"{tuple(input.shape)}, weight {tuple(weight.shape)}, "
                          f"padding={padding}")
     return x, unbatched, stride, padding, output_padding, dilation, groups, out_hw
@@ -224,7 +225,7 @@ def _check_grad_out(fn, grad_out, shape4, unbatched):
     check_float(fn, "grad_out", grad_out)
     want = shape4[1:] if unbatched else shape4
     if tuple(grad_out.shape) != tuple(want):
-        raise ValueError(f"{fn}: grad_out must have the forward output's shape {tuple(want)}, "
+        raise ShapeError(f"{fn}: grad_out must have the forward output's shape {tuple(want)}, "
                          f"got {tuple(grad_out.shape)}")
     g = _f64(grad_out)
     return g[None] if unbatched else g

@@ -41,7 +41,10 @@ def matmul_forward(input, other):
 
 def promote_1d(a, b, g, xp):
     """torch.matmul's 1-D promotion for the backward: a [K] -> [1, K], b [K] -> [K, 1], with
-    the matching unit axes put back into the output gradient ``g``."""
+    the matching unit axes put back into the output gradient ``g`` (a 0-D ``g`` for 1-D @ 1-D
+    becomes [1, 1])."""
+    if a.ndim == 1 and b.ndim == 1:
+        return a[None, :], b[:, None], xp.reshape(g, (1, 1))
     if a.ndim == 1:
         a, g = a[None, :], xp.expand_dims(g, -2)
     if b.ndim == 1:
