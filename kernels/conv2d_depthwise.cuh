@@ -88,23 +88,37 @@ __global__ void conv2d_depthwise_backward_data_kernel(
   const int p = blockIdx.x * blockDim.x + threadIdx.x;
   if (p >= hw) return;  // no barriers below
   const int iy = p / W, ix = p - iy * W;
+  // Output row of tap i: ty = iy + pT - i*dH = qy*sH + ry (0 <= ry < sH), valid when ry == 0
+  // and 0 <= qy < Ho. Stepping i subtracts dH = dqh*sH + drh: no division inside the tap loops
+  // (a runtime division costs ~20 instructions, and there would be two per tap).
+  const int dqh = dh / sh, drh = dh - dqh * sh, dqw = dw / sw, drw = dw - dqw * sw;
+  const int qy0 = (iy + pt) / sh, ry0 = iy + pt - qy0 * sh;
+  const int qx0 = (ix + pl) / sw, rx0 = ix + pl - qx0 * sw;
   for (i64 plane = blockIdx.y; plane < planes; plane += gridDim.y) {
     const int c = static_cast<int>(plane % C);
     const T* gp = grad_out + plane * hwo;
     const T* wp = weight + static_cast<i64>(c) * kh * kw;
     float acc = 0.f;
+    int qy = qy0, ry = ry0;
 #pragma unroll
     for (int i = 0; i < kh; ++i) {
-      const int ty = iy + pt - i * dh;  // = oy * sh for the output that read (iy, ix) at tap i
-      if (ty < 0 || ty % sh != 0 || ty / sh >= Ho) continue;
-      const int oy = ty / sh;
+      if (qy < 0) break;  // ty < 0 here and for every later tap
+      if (ry == 0 && qy < Ho) {
+        int qx = qx0, rx = rx0;
 #pragma unroll
-      for (int j = 0; j < kw; ++j) {
-        const int tx = ix + pl - j * dw;
-        if (tx < 0 || tx % sw != 0 || tx / sw >= Wo) continue;
-        acc = fmaf(cvk::to_float(gp[static_cast<i64>(oy) * Wo + tx / sw]),
-                   cvk::to_float(wp[i * kw + j]), acc);
+        for (int j = 0; j < kw; ++j) {
+          if (qx < 0) break;
+          if (rx == 0 && qx < Wo)
+            acc = fmaf(cvk::to_float(gp[static_cast<i64>(qy) * Wo + qx]),
+                       cvk::to_float(wp[i * kw + j]), acc);
+          rx -= drw;
+          qx -= dqw;
+          if (rx < 0) { rx += sw; --qx; }
+        }
       }
+      ry -= drh;
+      qy -= dqh;
+      if (ry < 0) { ry += sh; --qy; }
     }
     grad_input[plane * hw + p] = cvk::from_float<T>(acc);
   }
@@ -129,8 +143,14 @@ __global__ void conv2d_depthwise_backward_weight_kernel(
   const i64 n1 = n0 + images_per_split < N ? n0 + images_per_split : N;
   for (int t0 = 0; t0 < ntot; t0 += G) {
     float acc[G];
+    int oy_tap[G], ox_tap[G];  // the pass's tap offsets (i*dH, j*dW): no division per pixel
 #pragma unroll
-    for (int g = 0; g < G; ++g) acc[g] = 0.f;
+    for (int g = 0; g < G; ++g) {
+      acc[g] = 0.f;
+      const int i = (t0 + g) / kw;
+      oy_tap[g] = i * dh;
+      ox_tap[g] = (t0 + g - i * kw) * dw;
+    }
     for (i64 n = n0; n < n1; ++n) {
       const T* gp = grad_out + (n * C + c) * hwo;
       const T* xp = x + (n * C + c) * H * W;
@@ -142,8 +162,7 @@ __global__ void conv2d_depthwise_backward_weight_kernel(
         for (int g = 0; g < G; ++g) {
           const int t = t0 + g;
           if (t < taps) {
-            const int i = t / kw, j = t - i * kw;
-            const int iy = iy0 + i * dh, ix = ix0 + j * dw;
+            const int iy = iy0 + oy_tap[g], ix = ix0 + ox_tap[g];
             if (iy >= 0 && iy < H && ix >= 0 && ix < W)
               acc[g] = fmaf(gv, cvk::to_float(xp[static_cast<i64>(iy) * W + ix]), acc[g]);
           } else if (t == taps) {

@@ -142,3 +142,29 @@ def test_argument_errors_name_the_argument(rt):
                                          r"shape \(1, 3, 3, 3\)"):
         K.depthwise_conv2d_backward(rt, put(rt, np.zeros((1, 3, 5, 5), np.float32)), x, w,
                                     None, 1, 0, 1)
+
+
+@pytest.mark.sim
+def test_plane_loop_and_split_cap_on_a_small_grid():
+    """More planes than gridDim.y (the blocks stride over planes) and a batch split capped by
+    the grid: still bit-exact on small integers."""
+    import dataclasses
+
+    from cvkernels.backends.runtime import make_runtime
+    from cvkernels.device import H100, simulated
+    rt = make_runtime("sim")
+    small = dataclasses.replace(H100, max_grid=(2 ** 31 - 1, 2, 65535))
+    rng = np.random.default_rng(11)
+    x, wt, b = ints(rng, (3, 5, 6, 7)), ints(rng, (5, 1, 3, 3)), ints(rng, (5,))
+    g = ints(rng, (3, 5, 6, 7))
+    kw_ = dict(stride=1, padding=1, dilation=1, groups=5)
+    with simulated(small):
+        geo = K.geometry("t", x, wt, b, (1, 1), (1, 1), (1, 1))
+        assert K.plan_pixels(small, K.FORWARD, K.FLOAT32, geo).grid[1] == 2
+        assert K.plan_weight(small, K.FLOAT32, geo)[2] == 2
+        y = K.depthwise_conv2d_forward(rt, x, wt, b, (1, 1), (1, 1), (1, 1))
+        got = K.depthwise_conv2d_backward(rt, g, x, wt, b, (1, 1), (1, 1), (1, 1))
+    f64 = [a.astype(np.float64) for a in (g, x, wt, b)]
+    np.testing.assert_array_equal(y, ref.conv2d_forward(*f64[1:], **kw_))
+    for o, e in zip(got, ref.conv2d_backward(*f64, **kw_)):
+        np.testing.assert_array_equal(o, e)
