@@ -38,7 +38,7 @@
 //   window, several outputs per thread.
 // ptxas -v, sm_90, nvcc 13, the same for fp32, fp16 and bf16 (registers / spills / smem):
 //   forward<K=3>, forward<K=0>, backward_data<K=3>, backward_data<K=0>: 32 regs, 0 spills;
-//   backward_weight<K=3>: 42 regs, 1280 B static smem; backward_weight<K=0>: 32 regs, 512 B;
+//   backward_weight<K=3>: 44 regs, 1280 B static smem; backward_weight<K=0>: 32 regs, 512 B;
 //   backward_weight_reduce: 32 regs. No spills, no stack frame.
 #pragma once
 #include "cvk/common.cuh"
@@ -139,6 +139,8 @@ __global__ void conv2d_depthwise_backward_weight_kernel(
   const int c = blockIdx.x, s = blockIdx.y, splits = gridDim.y;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   const int hwo = Ho * Wo;
+  const int step_y = blockDim.x / Wo, step_x = blockDim.x - step_y * Wo;
+  const int oy_first = threadIdx.x / Wo, ox_first = threadIdx.x - oy_first * Wo;
   const i64 n0 = s * images_per_split;
   const i64 n1 = n0 + images_per_split < N ? n0 + images_per_split : N;
   for (int t0 = 0; t0 < ntot; t0 += G) {
@@ -154,8 +156,8 @@ __global__ void conv2d_depthwise_backward_weight_kernel(
     for (i64 n = n0; n < n1; ++n) {
       const T* gp = grad_out + (n * C + c) * hwo;
       const T* xp = x + (n * C + c) * H * W;
+      int oy = oy_first, ox = ox_first;  // (oy, ox) of p, stepped without a division
       for (int p = threadIdx.x; p < hwo; p += blockDim.x) {
-        const int oy = p / Wo, ox = p - oy * Wo;
         const int iy0 = oy * sh - pt, ix0 = ox * sw - pl;
         const float gv = cvk::to_float(gp[p]);
 #pragma unroll
@@ -169,6 +171,9 @@ __global__ void conv2d_depthwise_backward_weight_kernel(
             acc[g] += gv;
           }
         }
+        ox += step_x;
+        oy += step_y;
+        if (ox >= Wo) { ox -= Wo; ++oy; }
       }
     }
 #pragma unroll

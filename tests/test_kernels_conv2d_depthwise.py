@@ -114,7 +114,7 @@ def test_plans():
     g = K.geometry("t", x, w3, None, (1, 1), (1, 1), (1, 1))
     p = K.plan_pixels(dev, K.FORWARD, K.FLOAT32, g)
     assert p.values == (K.FLOAT32, 3) and p.block[0] == 256 and p.grid[:2] == (13, 4096)
-    s1, s2, splits, ips = K.plan_weight(dev, K.FLOAT32, g)
+    s1, _, splits, ips = K.plan_weight(dev, K.FLOAT32, g)
     assert (splits, ips) == (8, 4) and s1.grid[:2] == (128, 8) and s1.values[1] == 3
     g5 = K.geometry("t", x, w5, None, (1, 1), (2, 2), (1, 1))
     assert K.plan_pixels(dev, K.BACKWARD_DATA, K.FLOAT32, g5).values[1] == 0
@@ -152,7 +152,7 @@ def test_plane_loop_and_split_cap_on_a_small_grid():
 
     from cvkernels.backends.runtime import make_runtime
     from cvkernels.device import H100, simulated
-    rt = make_runtime("sim")
+    sim = make_runtime("sim")
     small = dataclasses.replace(H100, max_grid=(2 ** 31 - 1, 2, 65535))
     rng = np.random.default_rng(11)
     x, wt, b = ints(rng, (3, 5, 6, 7)), ints(rng, (5, 1, 3, 3)), ints(rng, (5,))
@@ -162,8 +162,8 @@ def test_plane_loop_and_split_cap_on_a_small_grid():
         geo = K.geometry("t", x, wt, b, (1, 1), (1, 1), (1, 1))
         assert K.plan_pixels(small, K.FORWARD, K.FLOAT32, geo).grid[1] == 2
         assert K.plan_weight(small, K.FLOAT32, geo)[2] == 2
-        y = K.depthwise_conv2d_forward(rt, x, wt, b, (1, 1), (1, 1), (1, 1))
-        got = K.depthwise_conv2d_backward(rt, g, x, wt, b, (1, 1), (1, 1), (1, 1))
+        y = K.depthwise_conv2d_forward(sim, x, wt, b, (1, 1), (1, 1), (1, 1))
+        got = K.depthwise_conv2d_backward(sim, g, x, wt, b, (1, 1), (1, 1), (1, 1))
     f64 = [a.astype(np.float64) for a in (g, x, wt, b)]
     np.testing.assert_array_equal(y, ref.conv2d_forward(*f64[1:], **kw_))
     for o, e in zip(got, ref.conv2d_backward(*f64, **kw_)):

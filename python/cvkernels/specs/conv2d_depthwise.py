@@ -110,7 +110,8 @@ def plan_pixels(dev, kernel, dtype, g):
 
 def plan_weight(dev, dtype, g):
     """Backward-weight: (stage 1, stage 2, splits, images_per_split). The split of the batch
-    depends on the shape only, never on the device, so the summation order is one order."""
+    and the block size depend on the shape only (the grid cap is 65535 on every GPU), so the
+    summation order, hence every bit of the result, is the same on every device."""
     splits = max(1, min(g["N"], ceil_div(_BLOCKS_TARGET, g["C"]), dev.max_grid[1]))
     ips = ceil_div(g["N"], splits)
     splits = ceil_div(g["N"], ips)
@@ -177,7 +178,6 @@ def depthwise_conv2d_backward(rt, grad_out, input, weight, bias, stride, padding
         rt.launch(stage2, partial=partial, grad_weight=gw, grad_bias=gb, C=g["C"], taps=taps,
                   splits=splits)
     return gx, gw, gb
-
 
 
 # ---- test and check cases: through reference.conv2d_forward/_backward with groups=C ----------
