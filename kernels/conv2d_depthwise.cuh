@@ -24,22 +24,25 @@
 //     Stage 2 (reduce): one thread per (c, tap) sums the splits in order and rounds once to T.
 // Numerics: fp32 accumulation (fmaf), taps in row-major order, the bias added last, one rounding
 //   to T. No atomics anywhere: every result is bitwise repeatable. The backward-weight order
-//   depends only on the shape (splits and blockDim come from N, C, Ho, Wo, not from the
-//   device), so it is also the same on every GPU and on the simulator's 32-bit float path.
+//   depends only on the shape (splits and blockDim come from N, C, Ho, Wo, not from the SM
+//   count), so it is also the same on every GPU.
 // Napkin math (depthwise 3x3, 128 ch, 56x56, N=32, fp32, stride 1, pad 1): x and y are 51.4 MB
 //   each, FLOPs 2*9*12.8M = 0.23 GFLOP (nothing). Forward moves >= 103 MB: floor 24 us on an
 //   H200 (4.2 TB/s), 31 us on an H100 (3.35 TB/s); cuDNN takes 134 us on the H200. Backward
 //   reads g and x and writes gx (154 MB, floor 37 us H200), plus g and x again for the weights
 //   (103 MB, 24 us) unless they still sit in the 50-60 MB L2. Each input element is read
-//   kH*kW times by neighbouring threads, from L1: 9 LDG per FFMA pair at 3x3, so the forward
-//   is bound by L1 load throughput rather than DRAM; a shared-memory tile with a register
-//   sliding window is the next rung. Unmeasured on a GPU so far.
+//   kH*kW times by neighbouring threads, from L1: per warp of 32 outputs, 9 input loads (~2
+//   wavefronts each, rows are not 128-byte aligned), 9 broadcast weight loads, bias, store:
+//   ~30 L1 wavefronts; 401k warps / 132 SMs * 30 ~ 91k cycles ~ 50 us at 1.8 GHz. So the v1
+//   forward is L1-bound, estimated ~2x above the DRAM floor and ~2.5x under cuDNN.
+//   Backward-data: the same gather, the stride tests stepped without divisions. Estimates
+//   only: unmeasured on a GPU so far.
 // Ladder: v1 (this file) direct gather per pixel; v2 (not written) smem row tile + register
-//   window, several outputs per thread.
+//   window, several outputs per thread (weights and overlapping rows loaded once).
 // ptxas -v, sm_90, nvcc 13, the same for fp32, fp16 and bf16 (registers / spills / smem):
-//   forward<K=3>, forward<K=0>, backward_data<K=3>, backward_data<K=0>: 32 regs, 0 spills;
+//   forward<K=3>, forward<K=0>, backward_data<K=3>: 32 regs; backward_data<K=0>: 37 regs;
 //   backward_weight<K=3>: 44 regs, 1280 B static smem; backward_weight<K=0>: 32 regs, 512 B;
-//   backward_weight_reduce: 32 regs. No spills, no stack frame.
+//   backward_weight_reduce: 32 regs. No spills, no stack frame. (No nvdisasm here: SASS unread.)
 #pragma once
 #include "cvk/common.cuh"
 
