@@ -221,8 +221,9 @@ class Case:
     bound: Callable
     check: bool = True
     dtypes: tuple | None = None
-    call: Callable | None = None   # call(fn, arrays, params) -> outputs; default fn(**a, **p)
-    # (a family may test plain functions for an op it does not own: then fn is None)
+    call: Callable | None = None   # call(fn, rt, arrays, params) -> outputs; default
+    # fn(rt, **arrays, **params). A family may so test plain functions for an op it does not
+    # own: fn is then None.
     out_dtype: "DType | None" = None   # the outputs' dtype when it is not the inputs' (fp32)
 
 
