@@ -136,12 +136,14 @@ def run_case(dev, fam, bench, dtype, shape, name, args, log, torch_peer):
     case.update(bench.work(shape, dtype.np.itemsize))
     log(f"== {name}")
     arrays, params = bench.make(xp, shape, dtype, args.seed + sum(shape))
-    fn = fam.ops[(bench.op, bench.direction)]
+    fn = fam.ops.get((bench.op, bench.direction))   # None: a `call` bench of a plain function
 
     impls = []   # (name, role, run) with run() -> output
     for impl, make in cvk_runtimes(dev):
         def setup(make=make):
             rt = make()
+            if bench.call is not None:
+                return lambda: _first(bench.call(fn, rt, arrays, params))
             return lambda: _first(fn(rt, **arrays, **params))
         impls.append((impl, "ours", setup))
     peer_name = None

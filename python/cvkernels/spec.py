@@ -221,7 +221,9 @@ class Case:
     bound: Callable
     check: bool = True
     dtypes: tuple | None = None
-    call: Callable | None = None   # call(fn, arrays, params) -> outputs; default fn(**a, **p)
+    call: Callable | None = None   # call(fn, rt, arrays, params) -> outputs; default
+    # fn(rt, **arrays, **params). A family may so test plain functions for an op it does not
+    # own: fn is then None.
     out_dtype: "DType | None" = None   # the outputs' dtype when it is not the inputs' (fp32)
 
 
@@ -245,6 +247,7 @@ class Bench:
     device_ref: Callable | None = None
     dtypes: tuple = (FLOAT32,)
     bars: tuple = ()   # (dtype name, shape, metric, bar, goal, what)
+    call: Callable | None = None   # call(fn, rt, arrays, params), as Case.call (fn may be None)
 
 
 # ---- the family -------------------------------------------------------------------------------
