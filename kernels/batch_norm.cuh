@@ -11,7 +11,7 @@
 // Work split: grid (C, chunks); block (c, k) owns elements [k*chunk, (k+1)*chunk) of channel c's
 //   M (index j = n*S + s), walking them VEC at a time (16-byte loads when S % VEC == 0 and the
 //   pointers are aligned, VEC16) with an incremental (n, s) so no 64-bit division in the loop,
-//   UNROLL vector loads in flight per thread.
+//   UNROLL (UNROLL_BWD) vector loads per array in flight per thread.
 //   training forward = 2 launches: batch_norm_stats_kernel writes one Welford triple
 //   (count, mean, M2) per block; batch_norm_forward_kernel's blocks each merge their channel's
 //   triples (warp 0, fixed order: every block of a channel gets the same bits), block k=0 writes
@@ -32,9 +32,12 @@
 //   0.326 ms on the H200: the bar 1.0x needs >= 60% of the copy rate). The tensors are twice the
 //   L2, so the second reads come from HBM. FLOPs (~10 a element) are irrelevant.
 //   Grid for that shape on 132 SMs: C=256 x 5 chunks = 1280 blocks of 256 threads.
-// ptxas -v (sm_90, nvcc 13, fp32 VEC16; see the report for every instantiation):
-//   stats 40 regs, forward (EPI 0/1/2) 30-38 regs, backward_reduce 38-40 regs,
-//   backward 36-40 regs; no spills, no local memory.
+// ptxas -v (sm_90, nvcc 13.0), registers for T = float / __half / __nv_bfloat16 with VEC16
+//   (scalar path in brackets, fp32), 0 spills and 0 stack everywhere:
+//   stats 48/44/55 (38); forward EPI 0,1: 48/54/69 (40), EPI 2: 66/71/95 (48);
+//   backward_reduce 38/39/54 (32), RELU: 44/52/72 (32); backward EPI 0: 46/52/64 (32),
+//   EPI 1,2: 56/61/82 (42). At 256 threads, fp32's 48 registers allow 5 blocks (1280 threads)
+//   a SM. PTX: 16-byte loads (ld.global.v4) UNROLL deep in every VEC16 loop.
 // Unmeasured on a GPU (none was lent to this change).
 #pragma once
 #include "cvk/common.cuh"
@@ -43,7 +46,9 @@
 namespace cvk {
 namespace bn {
 
-constexpr int UNROLL = 4;
+// Vector loads in flight per thread per array: 4 for the one- and two-input passes, 2 for the
+// backward's three inputs (keeps the registers, hence the occupancy, up).
+constexpr int UNROLL = 4, UNROLL_BWD = 2;
 
 // VEC consecutive elements, kept packed in T until used (few registers for fp16/bf16).
 template <class T, int VEC>
@@ -105,10 +110,11 @@ struct Walk {
       ++n;
     }
   }
-  // The next UNROLL offsets of this thread (ok[u]: within the chunk).
-  __device__ __forceinline__ void take(i64 (&off)[UNROLL], bool (&ok)[UNROLL]) {
+  // The next N offsets of this thread (ok[u]: within the chunk).
+  template <int N>
+  __device__ __forceinline__ void take(i64 (&off)[N], bool (&ok)[N]) {
 #pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
+    for (int u = 0; u < N; ++u) {
       ok[u] = more();
       off[u] = offset();
       next();
@@ -190,6 +196,25 @@ __device__ __forceinline__ void channel_stats(const float* partial, float* runni
 }
 
 __device__ __forceinline__ float relu(float v) { return v > 0.f || v != v ? v : 0.f; }
+
+// The backward passes' loads: grad_out, x (when LOAD_X) and y (when Y) at the UNROLL_BWD
+// offsets; entries outside the chunk are zero ({}: also keeps g++'s maybe-uninitialized quiet).
+template <class T, int VEC, bool Y>
+__device__ __forceinline__ void load_bwd(const T* grad_out, const T* x, const T* y, bool load_x,
+                                         const i64 (&off)[UNROLL_BWD],
+                                         const bool (&ok)[UNROLL_BWD],
+                                         Pack<T, VEC> (&g)[UNROLL_BWD],
+                                         Pack<T, VEC> (&xv)[UNROLL_BWD],
+                                         Pack<T, VEC> (&yv)[UNROLL_BWD]) {
+#pragma unroll
+  for (int u = 0; u < UNROLL_BWD; ++u) {
+    g[u] = xv[u] = yv[u] = Pack<T, VEC>{};
+    if (!ok[u]) continue;
+    g[u] = load_pack<T, VEC>(grad_out + off[u]);
+    if (load_x) xv[u] = load_pack<T, VEC>(x + off[u]);
+    if (Y) yv[u] = load_pack<T, VEC>(y + off[u]);
+  }
+}
 
 }  // namespace bn
 }  // namespace cvk
@@ -301,19 +326,13 @@ __global__ void batch_norm_backward_reduce_kernel(
   const float m = mean[blockIdx.x];
   float sg = 0.f, sgx = 0.f;
   for (Walk walk(C, S, count, chunk, VEC); walk.more();) {
-    i64 off[UNROLL];
-    bool ok[UNROLL];
+    i64 off[UNROLL_BWD];
+    bool ok[UNROLL_BWD];
     walk.take(off, ok);
-    Pack<T, VEC> g[UNROLL] = {}, xv[UNROLL] = {}, yv[UNROLL] = {};  // {}: g++ -Wmaybe-uninitialized
+    Pack<T, VEC> g[UNROLL_BWD], xv[UNROLL_BWD], yv[UNROLL_BWD];
+    load_bwd<T, VEC, RELU>(grad_out, x, y, true, off, ok, g, xv, yv);
 #pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      if (!ok[u]) continue;
-      g[u] = load_pack<T, VEC>(grad_out + off[u]);
-      xv[u] = load_pack<T, VEC>(x + off[u]);
-      if (RELU) yv[u] = load_pack<T, VEC>(y + off[u]);
-    }
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
+    for (int u = 0; u < UNROLL_BWD; ++u) {
       if (!ok[u]) continue;
 #pragma unroll
       for (int i = 0; i < VEC; ++i) {
@@ -385,19 +404,13 @@ __global__ void batch_norm_backward_kernel(
   const float k3 = training ? -k1 * st[0] * inv_count : 0.f;
   const float k2 = training ? -k1 * is * is * st[1] * inv_count : 0.f;
   for (Walk walk(C, S, count, chunk, VEC); walk.more();) {
-    i64 off[UNROLL];
-    bool ok[UNROLL];
+    i64 off[UNROLL_BWD];
+    bool ok[UNROLL_BWD];
     walk.take(off, ok);
-    Pack<T, VEC> g[UNROLL] = {}, xv[UNROLL] = {}, yv[UNROLL] = {};  // {}: g++ -Wmaybe-uninitialized
+    Pack<T, VEC> g[UNROLL_BWD], xv[UNROLL_BWD], yv[UNROLL_BWD];
+    load_bwd<T, VEC, (EPI >= 1)>(grad_out, x, y, training != 0, off, ok, g, xv, yv);
 #pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      if (!ok[u]) continue;
-      g[u] = load_pack<T, VEC>(grad_out + off[u]);
-      if (training) xv[u] = load_pack<T, VEC>(x + off[u]);
-      if (EPI >= 1) yv[u] = load_pack<T, VEC>(y + off[u]);
-    }
-#pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
+    for (int u = 0; u < UNROLL_BWD; ++u) {
       if (!ok[u]) continue;
       float dx[VEC], dz[VEC];
 #pragma unroll
