@@ -148,7 +148,8 @@ FAMILY.case(
     *_cases((2, 33, 4, 4), True, check=False),               # C=33, 16-byte vectors
     *_cases((7, 33), True, affine=False, running=False, check=False, with_act=False),  # 2-D
     *_cases((6, 1, 2, 8), True, residual=True, check=False),  # C=1
-    *_cases((1, 3, 1, 1), False, residual=True),              # eval, N*H*W = 1
+    *_cases((1, 3, 1, 1), False, with_act=False),             # eval, N*H*W = 1
+    *_cases((2, 5, 3, 3), False, residual=True),              # eval, fused
     *_cases((3, 5, 2, 4), False, affine=False, check=False, with_act=False),
     *_cases((0, 3, 2, 2), True, check=False, with_act=False),  # batch 0
 )
