@@ -7,7 +7,8 @@ import pytest
 
 import cvkernels as cvk
 import cvkernels.functional as F
-from cvkernels import nn, reference as ref
+from cvkernels import nn
+from cvkernels import reference as ref
 from cvkernels.autograd import Tensor
 from cvkernels.errors import ArgumentError, ArgumentTypeError, ShapeError
 from cvkernels.numerics import U32
@@ -185,6 +186,27 @@ def test_reference_fused_op_is_the_composition(training):
     np.testing.assert_allclose(gr, gz, rtol=0, atol=0)
     for u, v in zip((gx, gw, gb), ref.batch_norm_backward(gz, x, rm, rv, w, b, training)):
         np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("training", [True, False])
+def test_reference_fused_backward_finite_differences(seed, training):
+    from helpers import check_grads
+    rng = np.random.default_rng(seed)
+    x, r = rng.standard_normal((3, 2, 2, 2)), rng.standard_normal((3, 2, 2, 2))
+    w, b, rm, rv = rng.standard_normal(2), rng.standard_normal(2), rng.standard_normal(2), \
+        0.5 + rng.random(2)
+
+    def f(x, w, b, r):
+        return ref.batch_norm_act_forward(x, rm.copy(), rv.copy(), w, b, training, 0.1, 1e-3,
+                                          residual=r)
+    _, sm, si = ref.batch_norm_act_forward(x, rm.copy(), rv.copy(), w, b, training, 0.1, 1e-3,
+                                           residual=r, return_stats=True)
+    for saved in ({}, {"save_mean": sm, "save_invstd": si, "output": f(x, w, b, r)}):
+        check_grads(f, lambda g, saved=saved: ref.batch_norm_act_backward(
+                        g, x, rm, rv, w, b, training, 0.1, 1e-3, residual=r, **saved),
+                    [x, w, b, r], seed=seed, atol=1e-7, rtol=1e-6,
+                    names=["grad_input", "grad_weight", "grad_bias", "grad_residual"])
 
 
 @pytest.mark.parametrize("residual", [True, False])

@@ -93,7 +93,7 @@ def _bn_params(fn, input, running_mean, running_var, weight, bias, training, mom
     return c
 
 
-def bn_stats_dtype(input):
+def _bn_stats_dtype(input):
     """The dtype of the saved statistics (save_mean, save_invstd): float64 for float64 input,
     else float32 (the accumulation type, as torch)."""
     return np.dtype(np.float64) if np.dtype(input.dtype) == np.float64 else np.dtype(np.float32)
@@ -145,7 +145,7 @@ def _bn_out(input, y, mean, invstd, return_stats):
     y = np.ascontiguousarray(y, dtype=input.dtype)
     if not return_stats:
         return y
-    sd = bn_stats_dtype(input)
+    sd = _bn_stats_dtype(input)
     return y, mean.astype(sd), invstd.astype(sd)
 
 
