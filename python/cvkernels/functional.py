@@ -40,7 +40,8 @@ from .autograd import Tensor
 from .autograd.op import Op, fallback
 
 __all__ = ["matmul", "linear", "softmax", "log_softmax", "conv2d", "conv_transpose2d",
-           "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
+           "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "batch_norm_act",
+           "layer_norm",
            "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "dropout", "cross_entropy",
            "multi_margin_loss", "scaled_dot_product_attention", "multi_head_attention",
            "multi_head_attention_forward", "pad", "group_norm"]
@@ -73,8 +74,16 @@ _max_pool2d = Op("max_pool2d", outputs=("output", "indices"), extra={"return_ind
                  saves=("*", "indices"))
 _dropout = Op("dropout", outputs=("output", "mask"), extra={"return_mask": True},
               saves=("mask", "p"))
+# batch norm: the forward also returns the statistics it normalised with, which the backward
+# takes instead of recomputing them (the running statistics are not needed, hence not saved)
+_BN_SAVES = ("input", "weight", "bias", "training", "eps", "save_mean", "save_invstd")
 _batch_norm = Op("batch_norm", grads=("input", "weight", "bias"),
-                 copy=("running_mean", "running_var"))    # the caller updates them in place
+                 outputs=("output", "save_mean", "save_invstd"), extra={"return_stats": True},
+                 saves=_BN_SAVES)
+_batch_norm_act = Op("batch_norm_act", grads=("input", "weight", "bias", "residual"),
+                     outputs=("output", "save_mean", "save_invstd"),
+                     extra={"return_stats": True},
+                     saves=_BN_SAVES + ("residual", "activation", "output"))
 _layer_norm = Op("layer_norm", grads=("input", "weight", "bias"))
 _mha = Op("multi_head_attention", grads=("query", "key", "value", "in_proj_weight",
                                           "in_proj_bias", "out_proj_weight", "out_proj_bias",
@@ -190,7 +199,28 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     running_var = running_var.data if isinstance(running_var, Tensor) else running_var
     return _batch_norm(input=input, running_mean=running_mean, running_var=running_var,
                        weight=weight, bias=bias, training=training, momentum=momentum, eps=eps,
-                       num_batches_tracked=num_batches_tracked)
+                       num_batches_tracked=num_batches_tracked)[0]
+
+
+def batch_norm_act(input, running_mean, running_var, weight=None, bias=None, training=False,
+                   momentum=0.1, eps=1e-05, *, residual=None, activation="relu",
+                   num_batches_tracked=None):
+    """``relu(batch_norm(input, ...) + residual)`` in one fused op (torch has none): ResNet's
+    ``relu(bn(conv(x)) + shortcut)`` (``residual`` given) or ``relu(bn(x))`` (``residual=None``).
+
+    The batch-norm arguments and running-statistic updates are exactly :func:`batch_norm`'s;
+    ``residual`` has input's shape and dtype; ``activation`` must be ``'relu'``. On the kernel
+    backends the statistics pass is batch_norm's and the add and relu are fused into the
+    normalising pass (one read of input and residual, one write), and the backward masks the
+    gradient with ``output > 0`` inside batch_norm's two passes. Gradients go to input, weight,
+    bias and residual. The float64 reference is ``reference.batch_norm_act_forward``.
+    """
+    running_mean = running_mean.data if isinstance(running_mean, Tensor) else running_mean
+    running_var = running_var.data if isinstance(running_var, Tensor) else running_var
+    return _batch_norm_act(input=input, running_mean=running_mean, running_var=running_var,
+                           weight=weight, bias=bias, training=training, momentum=momentum,
+                           eps=eps, residual=residual, activation=activation,
+                           num_batches_tracked=num_batches_tracked)[0]
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):

@@ -13,13 +13,13 @@ import numpy as np
 
 from .. import functional as F
 from .._checks import pair
-from ..errors import ArgumentError
-from ..autograd import Tensor
+from ..errors import ArgumentError, ShapeError
+from ..autograd import Tensor, array_module
 from . import init
 from .module import Module, Parameter
 from .norm import affine_parameters
 
-__all__ = ["Linear", "Conv2d", "ConvTranspose2d", "BatchNorm2d", "LayerNorm", "MaxPool2d",
+__all__ = ["Linear", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MaxPool2d",
            "AvgPool2d", "AdaptiveAvgPool2d", "ReLU", "LeakyReLU", "ELU", "GELU", "Sigmoid",
            "Tanh", "Softmax", "LogSoftmax", "Dropout", "Flatten", "Identity",
            "MultiheadAttention", "Sequential", "ModuleList", "CrossEntropyLoss",
@@ -206,10 +206,8 @@ class BatchNorm2d(Module):
             self.num_batches_tracked[...] = 0
 
     def forward(self, input):
-        """Normalise ``input`` ``[N, C, H, W]``."""
-        if input.ndim != 4:
-            raise ValueError(f"BatchNorm2d: expected 4-D input [N, C, H, W], got shape "
-                             f"{tuple(input.shape)}")
+        """Normalise ``input`` ``[N, C, H, W]`` (BatchNorm1d: ``[N, C]`` or ``[N, C, L]``)."""
+        self._check_input_dim(input)
         bn_training = self.training or self.running_mean is None
         track = self.training and self.track_running_stats
         return F.batch_norm(
@@ -219,10 +217,25 @@ class BatchNorm2d(Module):
             self.weight, self.bias, bn_training, self.momentum, self.eps,
             num_batches_tracked=self.num_batches_tracked if track else None)
 
+    def _check_input_dim(self, input):
+        if input.ndim != 4:
+            raise ShapeError(f"BatchNorm2d: expected 4-D input [N, C, H, W], got shape "
+                             f"{tuple(input.shape)}")
+
     def extra_repr(self):
         """The constructor arguments shown in the repr."""
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(BatchNorm2d):
+    """Batch normalisation over ``[N, C]`` or ``[N, C, L]`` (torch's BatchNorm1d); the same
+    arguments, buffers and running-statistic rules as :class:`BatchNorm2d`."""
+
+    def _check_input_dim(self, input):
+        if input.ndim not in (2, 3):
+            raise ShapeError(f"BatchNorm1d: expected 2-D or 3-D input [N, C] or [N, C, L], "
+                             f"got shape {tuple(input.shape)}")
 
 
 class LayerNorm(Module):
