@@ -54,7 +54,6 @@ _POOL = ("reference/pool.py raises ValueError where torch raises RuntimeError; c
          "the errors.py classes belongs to the pooling helper")
 _LOSS = ("reference/loss.py raises ValueError/TypeError where torch raises RuntimeError; "
          "converting it to the errors.py classes belongs to the loss helper")
-_BN = "batch norm gaps of issue 10 that belong to the batch-norm helper"
 
 SKIPS = [
     # random: torch's random stream is not reproduced (statistics are tested instead)
@@ -69,13 +68,6 @@ SKIPS = [
      lambda m: m.constructor_input.kwargs.get("dropout", 0.0) > 0,
      "dropout in training is random (torch's stream is not reproduced)"),
     # gaps in files other helpers own (issue 10), listed so that none is silent
-    ("nn.functional.batch_norm", "sample", lambda s: s.input.ndim == 1,
-     f"1-D (0,) input to batch_norm: {_BN}"),
-    ("nn.functional.batch_norm|without_cudnn", "sample", lambda s: s.input.ndim == 1,
-     f"1-D (0,) input to batch_norm: {_BN}"),
-    ("BatchNorm2d", "sample", lambda m: "bias" in m.constructor_input.kwargs,
-     f"BatchNorm2d(bias=...) (torch's spelling of affine=False for the bias): {_BN}"),
-    ("BatchNorm2d", "error", ALWAYS, f"BatchNorm2d(eps<=0) must raise at forward: {_BN}"),
     ("nn.functional.multi_margin_loss", "sample",
      lambda s: s.input.ndim == 0 or (s.input.ndim == 1 and tuple(s.args[0].shape) == (1,)),
      ("0-D input, and 1-D input with a (1,) target, to multi_margin_loss: "

@@ -177,16 +177,21 @@ class BatchNorm2d(Module):
     Buffers ``running_mean`` (zeros), ``running_var`` (ones) and ``num_batches_tracked``
     (int64 scalar) are in ``state_dict``. Training normalises with batch statistics and updates
     the running ones (``momentum=None``: cumulative average); eval uses the running ones.
+    ``affine=True, bias=False`` (torch's spelling) learns a weight and no bias. ``eps`` must be
+    positive: checked at forward, as torch does.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, *, dtype=np.float32):
+                 track_running_stats=True, *, bias=True, dtype=np.float32):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = Parameter(np.ones(num_features, dtype=dtype))
-            self.bias = Parameter(np.zeros(num_features, dtype=dtype))
+            if bias:
+                self.bias = Parameter(np.zeros(num_features, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -208,6 +213,8 @@ class BatchNorm2d(Module):
     def forward(self, input):
         """Normalise ``input`` ``[N, C, H, W]`` (BatchNorm1d: ``[N, C]`` or ``[N, C, L]``)."""
         self._check_input_dim(input)
+        if not self.eps > 0:
+            raise ArgumentError(f"{type(self).__name__}: eps must be positive, got {self.eps!r}")
         bn_training = self.training or self.running_mean is None
         track = self.training and self.track_running_stats
         return F.batch_norm(
