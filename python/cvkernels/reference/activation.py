@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 from .._checks import check_float
+from .philox import philox_draws
 
 __all__ = [
     "relu_forward", "relu_backward", "relu",
@@ -20,7 +21,8 @@ __all__ = [
     "gelu_forward", "gelu_backward", "gelu",
     "sigmoid_forward", "sigmoid_backward", "sigmoid",
     "tanh_forward", "tanh_backward", "tanh",
-    "dropout_forward", "dropout_backward", "dropout",
+    "dropout_forward", "dropout_backward", "dropout", "dropout_mask", "dropout_threshold",
+    "check_dropout",
     "bias_relu_forward", "bias_relu_backward", "bias_relu", "check_bias_relu",
 ]
 
@@ -224,52 +226,76 @@ def _check_p(fn: str, p) -> float:
     return float(p)
 
 
-def dropout_forward(input, p=0.5, training=True, generator=None, *, return_mask=False):
-    """Inverted dropout: zero each element with probability ``p``, scale survivors by 1/(1-p).
+def dropout_threshold(p: float) -> int:
+    """The keep test of element i is ``draw_i >= dropout_threshold(p)`` (draw_i a uint32):
+    floor(p * 2^32), in [0, 2^32], so P(keep) = 1 - threshold / 2^32 (p = 1 keeps nothing)."""
+    return int(math.floor(p * 4294967296.0))
 
-    ``generator`` is an explicit ``np.random.Generator`` and is required when ``training`` and
-    ``p > 0`` (the reference has no hidden global RNG). An element is kept where
-    ``generator.random(input.shape) >= p``. When not training or ``p == 0`` the output is a copy of
-    ``input``; ``p == 1`` gives zeros. With ``return_mask=True`` returns ``(out, mask)``, ``mask``
-    a bool array of ``input``'s shape (True = kept), which is what :func:`dropout_backward` needs.
-    """
-    p = _check_p("dropout", p)
-    x = _as_float("dropout", "input", input)
-    if not training or p == 0.0:
-        out, mask = x.copy(), np.ones(x.shape, dtype=bool)
-    else:
-        if generator is None:
-            raise ValueError("dropout: generator (a numpy np.random.Generator) is required "
-                             "when training with p > 0")
-        if not isinstance(generator, np.random.Generator):
-            raise TypeError(f"dropout: generator must be a np.random.Generator, "
-                            f"got {type(generator).__name__}")
-        mask = generator.random(x.shape) >= p
-        out = _apply_mask(x, mask, p)
-    return (out, mask) if return_mask else out
+
+def check_dropout(fn: str, p, training, seed, offset):
+    """Validated ``(p, draws_needed, seed, offset)``; seed and offset are required (keyword
+    arguments, ints; offset >= 0 and a multiple of 4) when a mask is drawn."""
+    p = _check_p(fn, p)
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"{fn}: training must be a bool, got {type(training).__name__}")
+    draws = bool(training) and p > 0.0
+    if draws:
+        for name, v in (("seed", seed), ("offset", offset)):
+            if v is None:
+                raise ValueError(f"{fn}: {name} is required when training with p > 0 (the "
+                                 f"Philox stream is explicit; cvkernels.functional.dropout "
+                                 f"takes it from a generator)")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__}")
+        if not 0 <= int(offset) < 2 ** 64 or int(offset) % 4:
+            raise ValueError(f"{fn}: offset must be a non-negative multiple of 4 below 2^64, "
+                             f"got {offset}")
+    return p, draws, seed, offset
+
+
+def dropout_mask(shape, p: float, seed, offset) -> np.ndarray:
+    """The keep-mask (bool, ``shape``) of the element stream ``offset ..`` of ``seed``: element
+    i (C order) is kept where its Philox4x32-10 draw is >= :func:`dropout_threshold` (p)."""
+    n = math.prod(shape)
+    return (philox_draws(seed, int(offset), n).astype(np.int64)
+            >= dropout_threshold(p)).reshape(shape)
 
 
 def _apply_mask(x: np.ndarray, mask: np.ndarray, p: float) -> np.ndarray:
     a = _acc(x)
     scale = a.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
-    return np.where(mask, a * scale, a.dtype.type(0)).astype(x.dtype)
+    return a * np.where(mask, scale, a.dtype.type(0))   # NaN/inf stay NaN where dropped, as torch
 
 
-def dropout_backward(grad_out, mask, p=0.5):
-    """``dropout_backward(grad_out, mask, p=0.5) -> (grad_input,)``.
+def dropout_forward(input, p=0.5, training=True, inplace=False, *, seed=None, offset=None):
+    """Inverted dropout: zero each element with probability ``p``, scale survivors by 1/(1-p).
 
-    ``mask`` is the bool keep-mask from ``dropout_forward(..., return_mask=True)``;
-    grad_input = grad_out * mask / (1 - p) (zeros when p == 1).
+    torch's signature plus the Philox stream, explicit: element i (C order) is kept where draw
+    ``offset + i`` of the Philox4x32-10 stream of ``seed`` (:mod:`cvkernels.reference.philox`)
+    is ``>= floor(p * 2^32)``, the rule the kernels use, so 'cpu' and 'sim' draw bit-identical
+    masks. ``seed`` (int, taken mod 2^64) and ``offset`` (int, a multiple of 4) are required when
+    ``training`` and ``p > 0``; a call consumes ``4 * ceil(n / 4)`` draws. ``y = x * m`` with
+    ``m = 1/(1-p)`` or 0, in float32 for 16/32-bit inputs (so NaN stays NaN, as torch). When not
+    training or ``p == 0`` the output equals ``input``; ``inplace`` writes into ``input``.
     """
-    p = _check_p("dropout_backward", p)
+    p, draws, seed, offset = check_dropout("dropout", p, training, seed, offset)
+    x = _as_float("dropout", "input", input)
+    if not draws:
+        return x if inplace else x.copy()
+    return _finish(_apply_mask(x, dropout_mask(x.shape, p, seed, offset), p), x, inplace)
+
+
+def dropout_backward(grad_out, p=0.5, training=True, *, seed=None, offset=None):
+    """``dropout_backward(grad_out, p=0.5, training=True, *, seed, offset) -> (grad_input,)``.
+
+    Regenerates the forward's mask from the same ``(seed, offset, p)``; grad_input = grad_out *
+    mask / (1 - p) (zeros when p == 1; grad_out itself when not training or p == 0).
+    """
+    p, draws, seed, offset = check_dropout("dropout_backward", p, training, seed, offset)
     g = _as_float("dropout_backward", "grad_out", grad_out)
-    mask = np.asarray(mask)
-    if mask.dtype != np.bool_:
-        raise TypeError(f"dropout_backward: mask must have dtype bool, got {mask.dtype}")
-    if mask.shape != g.shape:
-        raise ValueError(f"dropout_backward: mask must have the shape of grad_out {g.shape}, "
-                         f"got {mask.shape}")
-    return (_apply_mask(g, mask, p),)
+    if not draws:
+        return (g.copy(),)
+    return (_apply_mask(g, dropout_mask(g.shape, p, seed, offset), p).astype(g.dtype),)
 
 
 dropout = dropout_forward
