@@ -33,6 +33,7 @@ backend; nothing ever falls back to another device silently.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -243,7 +244,7 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
         p = 0.0       # the identity: its backward must not scale by 1/(1-p) either
     seed = offset = None
     if p > 0:
-        seed, offset = _philox_stream(generator, input.size)
+        seed, offset = _philox_stream(generator, math.prod(input.shape))
     return _dropout(input=input, p=p, training=training,
                     inplace=inplace and not isinstance(input, Tensor), seed=seed, offset=offset)
 

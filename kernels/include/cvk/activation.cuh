@@ -9,8 +9,10 @@
 //   Act<A>::grad(g, x, alpha)        g * f'(x) from the input x for every A (epilogues, which keep
 //                                    the pre-activation, use this one)
 //
-// Semantics are torch's: relu/leaky_relu/elu gradients at exactly 0 take the x <= 0 branch, NaN
-// propagates (relu(NaN) = NaN, as torch's clamp), gelu 'none' is x * Phi(x) with Phi through
+// Semantics are torch's, NaN included: relu/leaky_relu/elu gradients at exactly 0 take the
+// x <= 0 branch; relu(NaN) = NaN and relu(-0) = -0 (clamp_min); in the backward a NaN input
+// passes g for relu and elu (torch tests x <= 0) and g * slope for leaky_relu (torch tests
+// x > 0); gelu 'none' is x * Phi(x) with Phi through
 // erfcf (no cancellation for x < 0), gelu 'tanh' is 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3))),
 // sigmoid is 1/(1+e^-|x|) or e^-|x|/(1+e^-|x|) so it never overflows.
 // Accuracy: expf 2, expm1f 1, erfcf 4, tanhf 2 ulp (CUDA C Programming Guide, "Mathematical
@@ -42,8 +44,9 @@ struct Act;
 template <>
 struct Act<ACT_RELU> {
   static constexpr bool FROM_OUTPUT = false;
-  __device__ __forceinline__ static float fwd(float x, float) { return x > 0.f || x != x ? x : 0.f; }
-  __device__ __forceinline__ static float bwd(float g, float x, float) { return x > 0.f ? g : 0.f; }
+  // torch's clamp_min: NaN and -0 pass through; the backward tests x <= 0 (a NaN input passes g)
+  __device__ __forceinline__ static float fwd(float x, float) { return x < 0.f ? 0.f : x; }
+  __device__ __forceinline__ static float bwd(float g, float x, float) { return x <= 0.f ? 0.f : g; }
   __device__ __forceinline__ static float grad(float g, float x, float a) { return bwd(g, x, a); }
 };
 
@@ -62,7 +65,7 @@ struct Act<ACT_ELU> {
     return x > 0.f ? x : a * expm1f(x);  // NaN takes this branch and stays NaN
   }
   __device__ __forceinline__ static float bwd(float g, float x, float a) {
-    return x > 0.f ? g : g * (a * expf(x));
+    return x <= 0.f ? g * (a * expf(x)) : g;  // torch's test: a NaN input passes g
   }
   __device__ __forceinline__ static float grad(float g, float x, float a) { return bwd(g, x, a); }
 };

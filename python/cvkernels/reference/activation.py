@@ -72,10 +72,11 @@ def relu_forward(input, inplace=False):
 def relu_backward(grad_out, input, inplace=False):
     """``relu_backward(grad_out, input, inplace=False) -> (grad_input,)``.
 
-    grad_input = grad_out where input > 0, else 0 (torch's choice at 0 as well).
+    grad_input = 0 where input <= 0, else grad_out (torch's choice at 0; a NaN input passes
+    grad_out, as torch's threshold_backward).
     """
     g, x = _grad_pair("relu_backward", grad_out, input)
-    return (np.where(x > 0, g, np.zeros((), g.dtype)).astype(g.dtype),)
+    return (np.where(x <= 0, np.zeros((), g.dtype), g).astype(g.dtype),)
 
 
 relu = relu_forward
@@ -115,12 +116,13 @@ def elu_forward(input, alpha=1.0, inplace=False):
 def elu_backward(grad_out, input, alpha=1.0, inplace=False):
     """``elu_backward(grad_out, input, alpha=1.0, inplace=False) -> (grad_input,)``.
 
-    grad_input = grad_out if input > 0 else grad_out * alpha * exp(input) (alpha at 0, as torch).
+    grad_input = grad_out * alpha * exp(input) if input <= 0 else grad_out (alpha at 0, and a
+    NaN input passes grad_out, as torch).
     """
     g, x = _grad_pair("elu_backward", grad_out, input)
     ga, a = _acc(g), _acc(x).astype(_acc(g).dtype, copy=False)
     neg = ga * ga.dtype.type(alpha) * np.exp(np.minimum(a, 0))
-    return (np.where(a > 0, ga, neg).astype(g.dtype),)
+    return (np.where(a <= 0, neg, ga).astype(g.dtype),)
 
 
 elu = elu_forward
@@ -264,7 +266,8 @@ def dropout_mask(shape, p: float, seed, offset) -> np.ndarray:
 def _apply_mask(x: np.ndarray, mask: np.ndarray, p: float) -> np.ndarray:
     a = _acc(x)
     scale = a.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
-    return a * np.where(mask, scale, a.dtype.type(0))   # NaN/inf stay NaN where dropped, as torch
+    with np.errstate(invalid="ignore"):     # NaN/inf stay NaN where dropped, as torch
+        return a * np.where(mask, scale, a.dtype.type(0))
 
 
 def dropout_forward(input, p=0.5, training=True, inplace=False, *, seed=None, offset=None):
@@ -324,13 +327,13 @@ def bias_relu_forward(input, bias):
 def bias_relu_backward(grad_out, input, bias):
     """``bias_relu_backward(grad_out, input, bias) -> (grad_input, grad_bias)``.
 
-    grad_input = grad_out where input + bias > 0, else 0; grad_bias sums it over all but the
-    last dimension.
+    grad_input = 0 where input + bias <= 0, else grad_out (a NaN passes grad_out, as torch's
+    relu backward); grad_bias sums it over all but the last dimension.
     """
     g, x = _grad_pair("bias_relu_backward", grad_out, input)
     b = _as_float("bias_relu_backward", "bias", bias)
     check_bias_relu("bias_relu_backward", x, b)
-    gi = np.where(_acc(x) + _acc(b) > 0, _acc(g), 0)
+    gi = np.where(_acc(x) + _acc(b) <= 0, 0, _acc(g))   # NaN passes grad_out, as torch
     gb = gi.reshape(-1, x.shape[-1]).sum(axis=0)
     return gi.astype(g.dtype), gb.astype(g.dtype)
 

@@ -7,7 +7,8 @@ Each value carries ``(v, e)``: ``v`` the exact value of the expression on the (r
 most 2U|y| for normal y):
 
 * a constant c is f32(c): e = U|c| unless c is exactly representable;
-* a +- b, a * b, a / b: the propagated errors plus U|result| for the rounding (a product by a power
+* a +- b, a * b, a / b: the propagated errors plus U|result| + ETA for the rounding (ETA =
+  2^-126: results below the normal range flush to zero on the GPU) (a product by a power
   of two is exact);
 * a library function f(a): |f'(a)| e_a plus its documented maximum error, k ulp <= 2kU|f(a)|.
   CUDA 13 (CUDA C++ Programming Guide, "Mathematical Functions", single precision, max ulp over
@@ -27,6 +28,9 @@ import numpy as np
 from ..numerics import U32 as U
 
 ULPS = {"expf": 2, "expm1f": 1, "erfcf": 4, "tanhf": 2}
+# Underflow: the GPU builds flush subnormal results to zero (-ftz=true, as CuPy's NVRTC), so a
+# rounding or a function value may lose up to 2^-126 absolutely besides its relative error.
+ETA = 2.0 ** -126
 SECOND_ORDER = 1.01
 
 
@@ -45,7 +49,7 @@ class E:
     def __add__(self, o):
         o = _e(o)
         v = self.v + o.v
-        return E(v, self.e + o.e + U * np.abs(v))
+        return E(v, self.e + o.e + U * np.abs(v) + ETA)
 
     def __radd__(self, o):
         return _e(o) + self
@@ -53,7 +57,7 @@ class E:
     def __sub__(self, o):
         o = _e(o)
         v = self.v - o.v
-        return E(v, self.e + o.e + U * np.abs(v))
+        return E(v, self.e + o.e + U * np.abs(v) + ETA)
 
     def __rsub__(self, o):
         return _e(o) - self
@@ -65,7 +69,7 @@ class E:
         o = _e(o)
         v = self.v * o.v
         exact = _exact_pow2(self) or _exact_pow2(o)
-        return E(v, np.abs(self.v) * o.e + np.abs(o.v) * self.e + (0.0 if exact else U * np.abs(v)))
+        return E(v, np.abs(self.v) * o.e + np.abs(o.v) * self.e + (0.0 if exact else U * np.abs(v) + ETA))
 
     def __rmul__(self, o):
         return _e(o) * self
@@ -73,7 +77,7 @@ class E:
     def __truediv__(self, o):
         o = _e(o)
         v = self.v / o.v
-        return E(v, (self.e + np.abs(v) * o.e) / np.abs(o.v) + U * np.abs(v))
+        return E(v, (self.e + np.abs(v) * o.e) / np.abs(o.v) + U * np.abs(v) + ETA)
 
     def __rtruediv__(self, o):
         return _e(o) / self
@@ -81,7 +85,7 @@ class E:
     def fn(self, name, f, df):
         """``f(self)`` through the CUDA function ``name`` (derivative ``df``)."""
         v = f(self.v)
-        return E(v, np.abs(df(self.v)) * self.e + 2 * ULPS[name] * U * np.abs(v))
+        return E(v, np.abs(df(self.v)) * self.e + 2 * ULPS[name] * U * np.abs(v) + ETA)
 
     def bound(self):
         return SECOND_ORDER * self.e
