@@ -10,14 +10,18 @@
 //   then the n % VEC tail goes one element a thread. Otherwise one element a step.
 // Numerics: fp32 math whatever T, rounded once to T; deterministic; NaN propagates. Error:
 //   expf/expm1f/erfcf/tanhf's documented ulps plus a few roundings, see specs/activation.py.
-// Napkin math (forward, 2^28 = 268M fp32 elements, the bench case): 1.07 GB read + 1.07 GB
-//   written; at the H200's ~4.2 TB/s copy rate the floor is 0.51 ms. Backward moves 3/2 that
-//   (0.77 ms). Compute: gelu 'none' is ~30 FP32 instructions an element (erfcf dominates), i.e.
-//   8 G instructions; at 67 TFLOP/s-equivalent (~33.5 T instr/s) ~0.24 ms, under the memory floor,
-//   so every activation is bytes-bound. fp16/bf16 halve the bytes (floor 0.26 ms) and come
-//   closer to the compute time for gelu. Unmeasured on a GPU.
-// ptxas -v, sm_90, nvcc 13 (registers, no spills, no shared memory): see the table at the end
-//   of this file.
+// Napkin math (forward, 2^28 = 268M fp32 elements, the bench case 16384 x 16384): 1.07 GB read
+//   + 1.07 GB written; at the H200's ~4.2 TB/s copy rate the floor is 0.51 ms (fp16/bf16: 0.26
+//   ms). Backward moves 3/2 that (0.77 ms). Compute, from the SASS (sass_stats, sm_90): the
+//   fp32 VEC16 loop of gelu 'none' is 212 instructions (12 MUFU) per 4 elements, ~53 an element:
+//   14 G thread-instructions, at 132 SMs x 128 lanes x ~1.98 GHz = 33 T/s about 0.42 ms, just
+//   under the fp32 memory floor; relu is a handful an element. So fp32 activations are
+//   bytes-bound, but fp16/bf16 gelu (8 elements per 16 bytes, about the same instructions per
+//   element) is compute-bound at ~0.42 ms against a 0.26 ms memory floor: a cheaper erfc (or
+//   the tanh form) is where fp16 gelu would gain. Unmeasured on a GPU.
+// ptxas -v, sm_90, nvcc 13, -ftz=true, every instantiation (7 ACT x VEC16 x 3 dtypes):
+//   forward fp32 22-32 registers, fp16/bf16 13-40; backward fp32 24-32, fp16/bf16 15-36;
+//   0 spills, 0 stack, 0 shared memory. VEC16 loops use one LDG.E.128 per operand.
 #pragma once
 #include "cvk/activation.cuh"
 #include "cvk/common.cuh"

@@ -14,7 +14,8 @@
 //   recompute f too) instead of reading a saved output.
 // Napkin math (forward, 8192 x 8192 fp32): 268 MB read + 268 MB written; at ~4.2 TB/s the floor
 //   is 0.13 ms. Backward reads grad_out and x and writes grad_input: 1.5x that. Unmeasured.
-// ptxas -v, sm_90, nvcc 13: see the table at the end of this file.
+// ptxas -v, sm_90, nvcc 13, -ftz=true, all 7 ACT x 3 dtypes: forward 18-30 registers, backward
+//   30-40; 0 spills, 0 stack, 0 shared memory.
 #pragma once
 #include "cvk/activation.cuh"
 #include "cvk/common.cuh"
