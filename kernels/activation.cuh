@@ -27,51 +27,56 @@
 #include "cvk/common.cuh"
 #include "cvk/vec.cuh"
 
-template <class T, int ACT, bool VEC16>
-__global__ void activation_forward_kernel(const T* x, T* y, long long n, float alpha) {
-  using cvk::i64;
-  using Op = cvk::Act<ACT>;
+namespace cvk {
+// The grid-stride loop of an elementwise kernel: vec(v) for each 16-byte vector v < n / V when
+// VEC16, then one(i) for every element the vectors did not cover.
+template <int V, bool VEC16, class Vec, class One>
+__device__ __forceinline__ void eltwise_loop(i64 n, Vec vec, One one) {
   const i64 tid = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x;
   const i64 step = static_cast<i64>(gridDim.x) * blockDim.x;
   i64 done = 0;
   if (VEC16) {
-    constexpr int V = cvk::Packed128<T>::size;
-    const i64 nv = n / V;
-    for (i64 v = tid; v < nv; v += step) {
-      const cvk::Packed128<T> in = cvk::load128cs(x + v * V);
-      cvk::Packed128<T> out;
-#pragma unroll
-      for (int k = 0; k < V; ++k) out[k] = cvk::from_float<T>(Op::fwd(cvk::to_float(in[k]), alpha));
-      cvk::store128cs(y + v * V, out);
-    }
-    done = nv * V;
+    for (i64 v = tid; v < n / V; v += step) vec(v);
+    done = n / V * V;
   }
-  for (i64 i = done + tid; i < n; i += step)
-    y[i] = cvk::from_float<T>(Op::fwd(cvk::to_float(x[i]), alpha));
+  for (i64 i = done + tid; i < n; i += step) one(i);
+}
+}  // namespace cvk
+
+template <class T, int ACT, bool VEC16>
+__global__ void activation_forward_kernel(const T* x, T* y, long long n, float alpha) {
+  using Op = cvk::Act<ACT>;
+  constexpr int V = cvk::Packed128<T>::size;
+  cvk::eltwise_loop<V, VEC16>(
+      n,
+      [&](cvk::i64 v) {
+        const cvk::Packed128<T> in = cvk::load128cs(x + v * V);
+        cvk::Packed128<T> out;
+#pragma unroll
+        for (int k = 0; k < V; ++k) out[k] = cvk::from_float<T>(Op::fwd(cvk::to_float(in[k]), alpha));
+        cvk::store128cs(y + v * V, out);
+      },
+      [&](cvk::i64 i) { y[i] = cvk::from_float<T>(Op::fwd(cvk::to_float(x[i]), alpha)); });
 }
 
 // z is x, or y when cvk::Act<ACT>::FROM_OUTPUT.
 template <class T, int ACT, bool VEC16>
 __global__ void activation_backward_kernel(const T* grad_out, const T* z, T* grad_input,
                                            long long n, float alpha) {
-  using cvk::i64;
   using Op = cvk::Act<ACT>;
-  const i64 tid = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const i64 step = static_cast<i64>(gridDim.x) * blockDim.x;
-  i64 done = 0;
-  if (VEC16) {
-    constexpr int V = cvk::Packed128<T>::size;
-    const i64 nv = n / V;
-    for (i64 v = tid; v < nv; v += step) {
-      const cvk::Packed128<T> g = cvk::load128cs(grad_out + v * V), zz = cvk::load128cs(z + v * V);
-      cvk::Packed128<T> out;
+  constexpr int V = cvk::Packed128<T>::size;
+  cvk::eltwise_loop<V, VEC16>(
+      n,
+      [&](cvk::i64 v) {
+        const cvk::Packed128<T> g = cvk::load128cs(grad_out + v * V), zz = cvk::load128cs(z + v * V);
+        cvk::Packed128<T> out;
 #pragma unroll
-      for (int k = 0; k < V; ++k)
-        out[k] = cvk::from_float<T>(Op::bwd(cvk::to_float(g[k]), cvk::to_float(zz[k]), alpha));
-      cvk::store128cs(grad_input + v * V, out);
-    }
-    done = nv * V;
-  }
-  for (i64 i = done + tid; i < n; i += step)
-    grad_input[i] = cvk::from_float<T>(Op::bwd(cvk::to_float(grad_out[i]), cvk::to_float(z[i]), alpha));
+        for (int k = 0; k < V; ++k)
+          out[k] = cvk::from_float<T>(Op::bwd(cvk::to_float(g[k]), cvk::to_float(zz[k]), alpha));
+        cvk::store128cs(grad_input + v * V, out);
+      },
+      [&](cvk::i64 i) {
+        grad_input[i] =
+            cvk::from_float<T>(Op::bwd(cvk::to_float(grad_out[i]), cvk::to_float(z[i]), alpha));
+      });
 }

@@ -14,7 +14,8 @@ from ._common import aligned16, check_grad_out, need_dtype
 
 # the values of cvk::ActKind
 RELU, LEAKY_RELU, ELU, GELU, GELU_TANH, SIGMOID, TANH = range(7)
-_PARAMS = (dtype_param(), Param("ACT", tuple(range(7))), bool_param("VEC16"))
+ACT_PARAM = Param("ACT", tuple(range(7)))      # every cvk::ActKind; bias_relu's kernels too
+_PARAMS = (dtype_param(), ACT_PARAM, bool_param("VEC16"))
 FORWARD = Kernel("activation_forward_kernel", _PARAMS,
                  (In("x"), Out("y"), I64("n"), F32("alpha")))
 BACKWARD = Kernel("activation_backward_kernel", _PARAMS,

@@ -8,14 +8,14 @@ import math
 
 import numpy as np
 
-from ..spec import (ALL_DTYPES, FLOAT32, Bench, Case, F32, Family, I64, In, Kernel, Out, Param,
+from ..spec import (ALL_DTYPES, FLOAT32, Bench, Case, F32, Family, I64, In, Kernel, Out,
                     ceil_div, dtype_param)
 from ._common import check_grad_out, need_dtype
-from .activation import RELU
+from .activation import ACT_PARAM, RELU
 
 U = FLOAT32.unit_roundoff
 
-_PARAMS = (dtype_param(), Param("ACT", tuple(range(7))))   # cvk::ActKind, as specs/activation
+_PARAMS = (dtype_param(), ACT_PARAM)
 FORWARD = Kernel("bias_act_forward_kernel", _PARAMS,
                  (In("x"), In("bias"), Out("y"), I64("rows"), I64("cols"), F32("alpha")))
 BACKWARD = Kernel("bias_act_backward_kernel", _PARAMS,
