@@ -25,10 +25,14 @@ def kept(y):
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=lambda d: d.short)
-@pytest.mark.parametrize("shape", [(1,), (3,), (7, 33), (2, 3, 5)])
-def test_mask_is_the_references_bit_for_bit(rt, dtype, shape):
+@pytest.mark.parametrize("shape,seed,offset", [((1,), 0, 0), ((3,), 2 ** 64 - 5, 2 ** 62),
+                                               ((7, 33), 123456789123, 40),
+                                               ((2, 3, 5), -3, 2 ** 34 + 8)])
+def test_mask_is_the_references_bit_for_bit(rt, dtype, shape, seed, offset):
+    """Seeds beyond 2^63 (and negative ones, mod 2^64) and offsets past 2^32 draws use both
+    key words and both low counter words, on the kernels as in the reference."""
     x = (np.random.default_rng(0).standard_normal(shape) + 4).astype(dtype.np)  # no zeros
-    args = dict(p=0.4, seed=123456789123, offset=40)
+    args = dict(p=0.4, seed=seed, offset=offset)
     y = host(K.dropout_forward(rt, put(rt, x), **args))
     want = ref.dropout_forward(x, **args)
     np.testing.assert_array_equal(y.view(np.uint8), want.view(np.uint8))

@@ -249,17 +249,18 @@ def check_dropout(fn: str, p, training, seed, offset):
                                  f"takes it from a generator)")
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__}")
-        if not 0 <= int(offset) < 2 ** 64 or int(offset) % 4:
-            raise ValueError(f"{fn}: offset must be a non-negative multiple of 4 below 2^64, "
+        if not 0 <= int(offset) < 2 ** 63 or int(offset) % 4:
+            raise ValueError(f"{fn}: offset must be a non-negative multiple of 4 below 2^63, "
                              f"got {offset}")
     return p, draws, seed, offset
 
 
-def dropout_mask(shape, p: float, seed, offset) -> np.ndarray:
+def dropout_mask(shape, p: float, seed, offset, xp=np):
     """The keep-mask (bool, ``shape``) of the element stream ``offset ..`` of ``seed``: element
-    i (C order) is kept where its Philox4x32-10 draw is >= :func:`dropout_threshold` (p)."""
+    i (C order) is kept where its Philox4x32-10 draw is >= :func:`dropout_threshold` (p).
+    ``xp``: numpy, or CuPy to draw it on a GPU (the bench's device reference)."""
     n = math.prod(shape)
-    return (philox_draws(seed, int(offset), n).astype(np.int64)
+    return (philox_draws(seed, int(offset), n, xp).astype(np.int64)
             >= dropout_threshold(p)).reshape(shape)
 
 

@@ -23,11 +23,11 @@ _LO = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
 
 
-def philox4x32_10(counter, key):
+def philox4x32_10(counter, key, xp=np):
     """Philox4x32-10 of ``counter`` (uint32 array ``[..., 4]``) under ``key`` (two uint32 words,
     the same for all counters): a uint32 array ``[..., 4]``. Vectorised over the counters; the
-    32x32->64 products are exact in uint64."""
-    c = np.asarray(counter, dtype=np.uint32).astype(np.uint64)
+    32x32->64 products are exact in uint64. ``xp``: numpy, or CuPy to run it on a GPU."""
+    c = xp.asarray(counter, dtype=np.uint32).astype(np.uint64)
     x, y, z, w = c[..., 0], c[..., 1], c[..., 2], c[..., 3]
     k0, k1 = int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF
     for _ in range(10):
@@ -35,7 +35,7 @@ def philox4x32_10(counter, key):
         x, y, z, w = ((p1 >> _SHIFT) ^ y ^ np.uint64(k0), p1 & _LO,
                       (p0 >> _SHIFT) ^ w ^ np.uint64(k1), p0 & _LO)
         k0, k1 = (k0 + _W0) & 0xFFFFFFFF, (k1 + _W1) & 0xFFFFFFFF
-    return np.stack([x, y, z, w], axis=-1).astype(np.uint32)
+    return xp.stack([x, y, z, w], axis=-1).astype(np.uint32)
 
 
 def as_seed(seed) -> int:
@@ -43,15 +43,15 @@ def as_seed(seed) -> int:
     return int(seed) & 0xFFFFFFFFFFFFFFFF
 
 
-def philox_draws(seed, offset: int, n: int) -> np.ndarray:
+def philox_draws(seed, offset: int, n: int, xp=np):
     """The draws ``offset .. offset + n - 1`` of the stream of ``seed``: uint32 ``[n]``."""
     if n == 0:
-        return np.zeros(0, np.uint32)
+        return xp.zeros(0, np.uint32)
     s = as_seed(seed)
     first, last = offset // 4, (offset + n - 1) // 4
-    blocks = np.arange(first, last + 1, dtype=np.uint64)
-    ctr = np.zeros((blocks.size, 4), np.uint32)
+    blocks = xp.arange(first, last + 1, dtype=np.uint64)
+    ctr = xp.zeros((blocks.size, 4), np.uint32)
     ctr[:, 0], ctr[:, 1] = (blocks & _LO).astype(np.uint32), (blocks >> _SHIFT).astype(np.uint32)
-    words = philox4x32_10(ctr, (s & 0xFFFFFFFF, s >> 32)).reshape(-1)
+    words = philox4x32_10(ctr, (s & 0xFFFFFFFF, s >> 32), xp).reshape(-1)
     start = offset - 4 * first
     return words[start:start + n]

@@ -89,6 +89,14 @@ def _bench_make(xp, shape, dtype, seed):
     return {"input": xp.asarray(x.astype(dtype.np))}, {"p": 0.5, "seed": seed, "offset": 0}
 
 
+def _bench_ref(xp, a, p):
+    """float64 x * mask / (1 - p), the mask drawn on the device by the NumPy/CuPy Philox."""
+    from ..reference.activation import dropout_mask
+    x = a["input"]
+    m = dropout_mask(x.shape, p["p"], p["seed"], p["offset"], xp=xp)
+    return x * xp.where(m, 1.0 / (1.0 - p["p"]), 0.0)
+
+
 FAMILY.bench(Bench(
     "dropout", "forward",
     shapes={"full": [(16384, 16384)], "quick": [(4096, 4096)], "dry-run": [(33, 257)]},
@@ -97,4 +105,4 @@ FAMILY.bench(Bench(
     work=lambda shape, itemsize: {"bytes": 2 * math.prod(shape) * itemsize},
     peer_name="torch.nn.functional.dropout(p=0.5)",
     peer=lambda torch, t, p: torch.nn.functional.dropout(t["input"], p=0.5),
-    device_ref=None, dtypes=ALL_DTYPES))
+    device_ref=_bench_ref, dtypes=ALL_DTYPES, peer_same_output=False))
