@@ -12,7 +12,8 @@ most 2U|y| for normal y):
   of two is exact);
 * a library function f(a): |f'(a)| e_a plus its documented maximum error, k ulp <= 2kU|f(a)|.
   CUDA 13 (CUDA C++ Programming Guide, "Mathematical Functions", single precision, max ulp over
-  the full range): expf 2, expm1f 1, erfcf 4, tanhf 2. The simulator runs glibc's expf, expm1f,
+  the full range; NVIDIA's figures come from extensive, not exhaustive, tests): expf 2,
+  expm1f 1, erfcf 4, tanhf 2. The simulator runs glibc's expf, expm1f,
   erfcf and tanhf, whose documented errors (glibc manual, "Errors in Math Functions", x86_64)
   are no larger; nvcc may contract a*b+c into an FMA, which only removes a rounding.
 

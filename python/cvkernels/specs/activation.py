@@ -227,9 +227,12 @@ def _cases(label, shape, check=True):
             Case(op, "backward", name, bwd, bwd_bound, check=check)]
 
 
-FAMILY.case(*[c for label in _OPS for shape, check in (((7, 33), True), ((3, 5, 67), False),
-                                                       ((1,), False))
-              for c in _cases(label, shape, check)])
+# 7x33 = 231 elements: 16-byte vectors plus a 3 (fp32) or 7 (fp16/bf16) element tail; 1 and 0
+# elements; a 3-D shape for the two gelus (the matrix adds strided layouts to each)
+FAMILY.case(*[c for label in _OPS for shape, check in (((7, 33), True), ((1,), False))
+              for c in _cases(label, shape, check)],
+            *_cases("relu", (0,), False), *_cases("gelu", (3, 5, 67), False),
+            *_cases("gelu_tanh", (3, 5, 67), False))
 
 
 # ---- bench: bytes-bound, beside torch ----------------------------------------------------------

@@ -80,7 +80,8 @@ def _bound(p):
 FAMILY.case(*[Case("dropout", d, f"{'x'.join(map(str, shape))}, p={p}", _make(shape, p, d == "backward"),
                    _bound(p), check=check)
               for shape, p, check in (((7, 33), 0.3, True), ((3, 5, 67), 0.5, False),
-                                      ((1,), 0.9, False), ((5, 8), 1.0, False))
+                                      ((1,), 0.9, False), ((5, 8), 1.0, False),
+                                      ((0, 3), 0.5, False))
               for d in ("forward", "backward")])
 
 
