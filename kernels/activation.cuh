@@ -53,7 +53,8 @@ __global__ void activation_forward_kernel(const T* x, T* y, long long n, float a
         const cvk::Packed128<T> in = cvk::load128cs(x + v * V);
         cvk::Packed128<T> out;
 #pragma unroll
-        for (int k = 0; k < V; ++k) out[k] = cvk::from_float<T>(Op::fwd(cvk::to_float(in[k]), alpha));
+        for (int k = 0; k < V; ++k)
+          out[k] = cvk::from_float<T>(Op::fwd(cvk::to_float(in[k]), alpha));
         cvk::store128cs(y + v * V, out);
       },
       [&](cvk::i64 i) { y[i] = cvk::from_float<T>(Op::fwd(cvk::to_float(x[i]), alpha)); });
@@ -68,7 +69,8 @@ __global__ void activation_backward_kernel(const T* grad_out, const T* z, T* gra
   cvk::eltwise_loop<V, VEC16>(
       n,
       [&](cvk::i64 v) {
-        const cvk::Packed128<T> g = cvk::load128cs(grad_out + v * V), zz = cvk::load128cs(z + v * V);
+        const cvk::Packed128<T> g = cvk::load128cs(grad_out + v * V);
+        const cvk::Packed128<T> zz = cvk::load128cs(z + v * V);
         cvk::Packed128<T> out;
 #pragma unroll
         for (int k = 0; k < V; ++k)

@@ -44,7 +44,8 @@ __global__ void bias_act_backward_kernel(const T* __restrict__ grad_out,
     float sum = 0.f;
     for (i64 r = 0; r < rows; ++r) {
       const i64 i = r * cols + c;
-      const float g = cvk::Act<ACT>::grad(cvk::to_float(grad_out[i]), cvk::to_float(x[i]) + b, alpha);
+      const float g =
+          cvk::Act<ACT>::grad(cvk::to_float(grad_out[i]), cvk::to_float(x[i]) + b, alpha);
       grad_input[i] = cvk::from_float<T>(g);
       sum += g;
     }

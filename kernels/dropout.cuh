@@ -48,7 +48,8 @@ __global__ void dropout_forward_kernel(const T* x, T* y, long long n, long long 
       cvk::Packed128<T> out;
 #pragma unroll
       for (int h = 0; h < V / 4; ++h) {
-        const cvk::u32x4 r = cvk::philox_block(s, block0 + static_cast<unsigned long long>(v * (V / 4) + h));
+        const cvk::u32x4 r =
+            cvk::philox_block(s, block0 + static_cast<unsigned long long>(v * (V / 4) + h));
         const unsigned int rr[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
         for (int k = 0; k < 4; ++k)
@@ -65,7 +66,9 @@ __global__ void dropout_forward_kernel(const T* x, T* y, long long n, long long 
     const unsigned int rr[4] = {r.x, r.y, r.z, r.w};
     for (int k = 0; k < 4; ++k) {
       const i64 i = 4 * j + k;
-      if (i < n) y[i] = cvk::from_float<T>(cvk::to_float(x[i]) * cvk::dropout_mult(rr[k], threshold, scale));
+      if (i < n)
+        y[i] = cvk::from_float<T>(cvk::to_float(x[i]) *
+                                  cvk::dropout_mult(rr[k], threshold, scale));
     }
   }
 }

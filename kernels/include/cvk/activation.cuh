@@ -46,7 +46,9 @@ struct Act<ACT_RELU> {
   static constexpr bool FROM_OUTPUT = false;
   // torch's clamp_min: NaN and -0 pass through; the backward tests x <= 0 (a NaN input passes g)
   __device__ __forceinline__ static float fwd(float x, float) { return x < 0.f ? 0.f : x; }
-  __device__ __forceinline__ static float bwd(float g, float x, float) { return x <= 0.f ? 0.f : g; }
+  __device__ __forceinline__ static float bwd(float g, float x, float) {
+    return x <= 0.f ? 0.f : g;
+  }
   __device__ __forceinline__ static float grad(float g, float x, float a) { return bwd(g, x, a); }
 };
 
@@ -54,7 +56,9 @@ template <>
 struct Act<ACT_LEAKY_RELU> {
   static constexpr bool FROM_OUTPUT = false;
   __device__ __forceinline__ static float fwd(float x, float a) { return x > 0.f ? x : x * a; }
-  __device__ __forceinline__ static float bwd(float g, float x, float a) { return x > 0.f ? g : g * a; }
+  __device__ __forceinline__ static float bwd(float g, float x, float a) {
+    return x > 0.f ? g : g * a;
+  }
   __device__ __forceinline__ static float grad(float g, float x, float a) { return bwd(g, x, a); }
 };
 

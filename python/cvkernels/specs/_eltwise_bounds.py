@@ -70,7 +70,8 @@ class E:
         o = _e(o)
         v = self.v * o.v
         exact = _exact_pow2(self) or _exact_pow2(o)
-        return E(v, np.abs(self.v) * o.e + np.abs(o.v) * self.e + (0.0 if exact else U * np.abs(v) + ETA))
+        rounding = 0.0 if exact else U * np.abs(v) + ETA
+        return E(v, np.abs(self.v) * o.e + np.abs(o.v) * self.e + rounding)
 
     def __rmul__(self, o):
         return _e(o) * self

@@ -68,7 +68,8 @@ def dropout_backward(rt, grad_out, p=0.5, training=True, *, seed=None, offset=No
 def _make(shape, p, grad=False):
     def make(rng):
         return ({("grad_out" if grad else "input"): rng.standard_normal(shape)},
-                {"p": p, "seed": int(rng.integers(0, 2 ** 63)), "offset": 4 * int(rng.integers(0, 1000))})
+                {"p": p, "seed": int(rng.integers(0, 2 ** 63)),
+                 "offset": 4 * int(rng.integers(0, 1000))})
     return make
 
 
@@ -77,8 +78,8 @@ def _bound(p):
     return lambda a, r: 2.1 * U * np.abs(r)
 
 
-FAMILY.case(*[Case("dropout", d, f"{'x'.join(map(str, shape))}, p={p}", _make(shape, p, d == "backward"),
-                   _bound(p), check=check)
+FAMILY.case(*[Case("dropout", d, f"{'x'.join(map(str, shape))}, p={p}",
+                   _make(shape, p, d == "backward"), _bound(p), check=check)
               for shape, p, check in (((7, 33), 0.3, True), ((3, 5, 67), 0.5, False),
                                       ((1,), 0.9, False), ((5, 8), 1.0, False),
                                       ((0, 3), 0.5, False))
