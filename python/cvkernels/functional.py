@@ -238,8 +238,9 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
     regenerates the mask; none is stored. ``inplace`` writes into a raw array ``input`` (as
     torch); Tensors are computed out of place. Not training, or ``p == 0``: the identity.
     """
+    from .errors import ArgumentError
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+        raise ArgumentError(f"dropout: p must be a probability in [0, 1], got {p!r}")
     if not training:
         p = 0.0       # the identity: its backward must not scale by 1/(1-p) either
     seed = offset = None
@@ -251,6 +252,7 @@ def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
 
 def _philox_stream(generator, draws):
     from . import random
+    from .errors import ArgumentTypeError
     if generator is None:
         generator = random.default_generator()
     if isinstance(generator, random.Generator):
@@ -258,8 +260,8 @@ def _philox_stream(generator, draws):
     import numpy as np
     if isinstance(generator, np.random.Generator):
         return int(generator.integers(0, 2 ** 63)), 0
-    raise TypeError(f"dropout: generator must be a cvkernels.random.Generator or a "
-                    f"np.random.Generator, got {type(generator).__name__}")
+    raise ArgumentTypeError(f"dropout: generator must be a cvkernels.random.Generator or a "
+                            f"np.random.Generator, got {type(generator).__name__}")
 
 
 # ---------------------------------------------------------------------------- losses

@@ -12,6 +12,8 @@ which ``cvkernels.functional.dropout`` uses when no ``generator`` is given.
 """
 from __future__ import annotations
 
+from .errors import ArgumentError, ArgumentTypeError
+
 __all__ = ["Generator", "default_generator", "manual_seed"]
 
 _U64 = (1 << 64) - 1
@@ -26,8 +28,8 @@ class Generator:
     def manual_seed(self, seed: int) -> "Generator":
         """Restart at ``seed`` (taken mod 2^64), offset 0; returns self."""
         if isinstance(seed, bool) or not isinstance(seed, int) and not hasattr(seed, "__index__"):
-            raise TypeError(f"Generator.manual_seed: seed must be an int, got "
-                            f"{type(seed).__name__}")
+            raise ArgumentTypeError(f"Generator.manual_seed: seed must be an int, got "
+                                    f"{type(seed).__name__}")
         self._seed, self._offset = int(seed) & _U64, 0
         return self
 
@@ -43,8 +45,8 @@ class Generator:
         """Restore a :meth:`get_state` pair."""
         seed, offset = state
         if int(offset) < 0 or int(offset) % 4:
-            raise ValueError(f"Generator.set_state: offset must be a non-negative multiple of 4, "
-                             f"got {offset}")
+            raise ArgumentError(f"Generator.set_state: offset must be a non-negative multiple "
+                                f"of 4, got {offset}")
         self._seed, self._offset = int(seed) & _U64, int(offset)
         return self
 

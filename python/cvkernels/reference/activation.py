@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 from .._checks import check_float
+from ..errors import ArgumentError, ArgumentTypeError, ShapeError
 from .philox import philox_draws
 
 __all__ = [
@@ -51,7 +52,7 @@ def _grad_pair(fn: str, grad_out, x, xname: str = "input"):
     g = _as_float(fn, "grad_out", grad_out)
     x = _as_float(fn, xname, x)
     if g.shape != x.shape:
-        raise ValueError(f"{fn}: grad_out must have the shape of {xname} {x.shape}, got {g.shape}")
+        raise ShapeError(f"{fn}: grad_out must have the shape of {xname} {x.shape}, got {g.shape}")
     return g, x
 
 
@@ -131,7 +132,7 @@ elu = elu_forward
 # ----------------------------------------------------------------------------------------- gelu
 def _check_approx(fn: str, approximate: str) -> None:
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"{fn}: approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ArgumentError(f"{fn}: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 def gelu_forward(input, approximate="none"):
@@ -224,7 +225,7 @@ tanh = tanh_forward
 def _check_p(fn: str, p) -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) \
             or not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{fn}: p must be a probability in [0, 1], got {p!r}")
+        raise ArgumentError(f"{fn}: p must be a probability in [0, 1], got {p!r}")
     return float(p)
 
 
@@ -239,19 +240,19 @@ def check_dropout(fn: str, p, training, seed, offset):
     arguments, ints; offset >= 0 and a multiple of 4) when a mask is drawn."""
     p = _check_p(fn, p)
     if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"{fn}: training must be a bool, got {type(training).__name__}")
+        raise ArgumentTypeError(f"{fn}: training must be a bool, got {type(training).__name__}")
     draws = bool(training) and p > 0.0
     if draws:
         for name, v in (("seed", seed), ("offset", offset)):
             if v is None:
-                raise ValueError(f"{fn}: {name} is required when training with p > 0 (the "
-                                 f"Philox stream is explicit; cvkernels.functional.dropout "
-                                 f"takes it from a generator)")
+                raise ArgumentError(f"{fn}: {name} is required when training with p > 0 (the "
+                                    f"Philox stream is explicit; cvkernels.functional.dropout "
+                                    f"takes it from a generator)")
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{fn}: {name} must be an int, got {type(v).__name__}")
+                raise ArgumentTypeError(f"{fn}: {name} must be an int, got {type(v).__name__}")
         if not 0 <= int(offset) < 2 ** 63 or int(offset) % 4:
-            raise ValueError(f"{fn}: offset must be a non-negative multiple of 4 below 2^63, "
-                             f"got {offset}")
+            raise ArgumentError(f"{fn}: offset must be a non-negative multiple of 4 below 2^63, "
+                                f"got {offset}")
     return p, draws, seed, offset
 
 
@@ -309,10 +310,10 @@ dropout = dropout_forward
 def check_bias_relu(fn: str, input, bias) -> None:
     """``bias`` must be 1-D with ``input``'s last dimension (the one it is added along)."""
     if input.ndim < 1:
-        raise ValueError(f"{fn}: input must have at least 1 dimension, got shape "
+        raise ShapeError(f"{fn}: input must have at least 1 dimension, got shape "
                          f"{tuple(input.shape)}")
     if tuple(bias.shape) != (input.shape[-1],):
-        raise ValueError(f"{fn}: bias must have shape ({input.shape[-1]},), input's last "
+        raise ShapeError(f"{fn}: bias must have shape ({input.shape[-1]},), input's last "
                          f"dimension, got {tuple(bias.shape)}")
 
 
