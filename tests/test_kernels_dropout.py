@@ -179,3 +179,17 @@ def test_autograd_on_the_simulator_and_same_bits_as_cpu():
     m = y.numpy() != 0
     np.testing.assert_array_equal(tx.grad.numpy(), np.where(m, g * np.float32(1 / 0.75), 0))
     np.testing.assert_array_equal(ys, ref.dropout_forward(x, 0.5, seed=1, offset=0))
+
+
+def test_kernel_philox_known_answer(rt):
+    """cvk/philox.cuh itself against Random123's first philox4x32 10 vector (counter 0, key 0 ->
+    6627e8d5 e169c58d bc57ac4c 9b00dbd8), read through the kernel's keep test: draw k equals
+    W_k exactly when element k is kept at threshold W_k and dropped at W_k + 1."""
+    want = (0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8)
+    x = put(rt, np.ones(4, np.float32))
+    for k, w in enumerate(want):
+        for t, kept_k in ((w, True), (w + 1, False)):
+            y = put(rt, np.zeros(4, np.float32))
+            rt.launch(K.plan(rt.device(), K.FLOAT32, 4, False), x=x, y=y, n=4, seed=np.int64(0),
+                      offset=np.int64(0), threshold=np.int64(t), scale=np.float32(1.0))
+            assert bool(host(y)[k]) is kept_k, (k, hex(w), t)
