@@ -22,8 +22,9 @@ def test_zero_and_nan_follow_torch(rt):
     np.testing.assert_array_equal(y, [[0.0, 0.0, np.nan, 0.0]])
     g = np.ones_like(x)
     gx, gb = K.bias_relu_backward(rt, put(rt, g), put(rt, x), put(rt, b))
-    np.testing.assert_array_equal(host(gx), [[0.0, 0.0, 0.0, 0.0]])   # gradient 0 at 0
-    np.testing.assert_array_equal(host(gb), [0.0, 0.0, 0.0, 0.0])
+    # gradient 0 at 0; a NaN passes grad_out, as torch.relu(x + b)'s backward
+    np.testing.assert_array_equal(host(gx), [[0.0, 0.0, 1.0, 0.0]])
+    np.testing.assert_array_equal(host(gb), [0.0, 0.0, 1.0, 0.0])
 
 
 @pytest.mark.parametrize("shape", [(0, 5), (4, 0), (2, 0, 3)])
@@ -73,3 +74,33 @@ def test_functional_autograd_on_the_simulator():
     ex, eb = ref.bias_relu_backward(g, x, b)
     np.testing.assert_array_equal(tx.grad.numpy(), ex)
     np.testing.assert_allclose(tb.grad.numpy(), eb, rtol=7 * 2.0 ** -24, atol=0)
+
+
+@pytest.mark.parametrize("act", range(7))
+def test_bias_act_epilogue_equals_the_activation_kernels(rt, act):
+    """The generalised epilogue f(x + bias) for every activation functor: in fp32 it equals the
+    activation kernel on fp32(x + bias) bit for bit (the same functor after the same rounded
+    sum), and grad_bias is the fp32 row-order sum of grad_input."""
+    from cvkernels.spec import FLOAT32
+    from cvkernels.specs import activation as A
+    rng = np.random.default_rng(act)
+    x = (2 * rng.standard_normal((9, 13))).astype(np.float32)
+    b = rng.standard_normal(13).astype(np.float32)
+    g = rng.standard_normal((9, 13)).astype(np.float32)
+    alpha = {A.LEAKY_RELU: 0.2, A.ELU: 1.3}.get(act, 0.0)
+    pre = x + b                                            # fp32, as the kernel's sum
+    y = host(K.bias_act_forward(rt, put(rt, x), put(rt, b), act, alpha))
+    w = put(rt, np.empty_like(pre))
+    rt.launch(A.plan(rt.device(), A.FORWARD, FLOAT32, act, pre.size, False),
+              x=put(rt, pre), y=w, n=pre.size, alpha=np.float32(alpha))
+    np.testing.assert_array_equal(y, host(w))
+    gx, gb = K.bias_act_backward(rt, put(rt, g), put(rt, x), put(rt, b), act, alpha)
+    z = host(w) if act in (A.SIGMOID, A.TANH) else pre      # sigmoid/tanh: from the output
+    want_gx = put(rt, np.empty_like(pre))
+    rt.launch(A.plan(rt.device(), A.BACKWARD, FLOAT32, act, pre.size, False), grad_out=put(rt, g),
+              z=put(rt, z), grad_input=want_gx, n=pre.size, alpha=np.float32(alpha))
+    np.testing.assert_array_equal(host(gx), host(want_gx))
+    colsum = np.zeros(13, np.float32)
+    for r in host(want_gx):                                # fp32, row order
+        colsum += r
+    np.testing.assert_array_equal(host(gb), colsum)

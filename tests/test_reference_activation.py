@@ -160,70 +160,91 @@ def test_gelu_bad_approximate():
 
 
 # ---------------------------------------------------------------------------------- dropout
-def test_dropout_needs_generator():
-    with pytest.raises(ValueError, match="generator"):
-        A.dropout(np.ones(4), p=0.5)
-    with pytest.raises(TypeError, match="generator"):
-        A.dropout(np.ones(4), p=0.5, generator=np.random.RandomState(0))
+S = dict(seed=7, offset=0)
+
+
+def test_dropout_needs_seed_and_offset():
+    with pytest.raises(ValueError, match="dropout: seed is required"):
+        A.dropout(np.ones(4), p=0.5, offset=0)
+    with pytest.raises(ValueError, match="dropout: offset is required"):
+        A.dropout(np.ones(4), p=0.5, seed=1)
+    with pytest.raises(TypeError, match="dropout: seed must be an int"):
+        A.dropout(np.ones(4), p=0.5, seed=1.5, offset=0)
+    with pytest.raises(ValueError, match="dropout: offset must be a non-negative multiple of 4"):
+        A.dropout(np.ones(4), p=0.5, seed=1, offset=6)
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
 def test_dropout_bad_p(p):
     with pytest.raises(ValueError, match="dropout: p"):
-        A.dropout(np.ones(4), p=p, generator=np.random.default_rng(0))
+        A.dropout(np.ones(4), p=p, **S)
 
 
 def test_dropout_identity_when_not_training_or_p0():
     x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
     assert_close(A.dropout(x, 0.7, training=False), x, atol=0, rtol=0)
-    assert_close(A.dropout(x, 0.0, generator=None), x, atol=0, rtol=0)
-    out, mask = A.dropout(x, 0.7, training=False, return_mask=True)
-    assert mask.all()
+    assert_close(A.dropout(x, 0.0), x, atol=0, rtol=0)
+    assert_close(A.dropout_backward(x, 0.7, training=False)[0], x, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_dropout_mask_scale_and_determinism(dtype):
     x = np.random.default_rng(0).standard_normal((40, 50)).astype(dtype)
     p = 0.3
-    out, mask = A.dropout(x, p, generator=np.random.default_rng(7), return_mask=True)
-    out2 = A.dropout(x, p, generator=np.random.default_rng(7))
+    out = A.dropout(x, p, **S)
+    mask = A.dropout_mask(x.shape, p, **S)
     assert out.dtype == dtype and mask.dtype == bool and mask.shape == x.shape
-    assert_close(out2, out, atol=0, rtol=0, name="same seed, same mask")
+    assert_close(A.dropout(x, p, **S), out, atol=0, rtol=0, name="same seed, same mask")
     scale = dtype(1 / (1 - p)) if dtype != np.float16 else np.float32(1 / (1 - p))
     expect = np.where(mask, x.astype(np.float32 if dtype == np.float16 else dtype) * scale, 0)
     assert_close(out, expect.astype(dtype), atol=0, rtol=0, name="out = x * mask / (1-p)")
     # 2000 Bernoulli(0.7) draws: the kept fraction is 0.7 +- 5 sigma (sigma ~ 0.0102)
     assert abs(mask.mean() - (1 - p)) < 0.052
-    (gx,) = A.dropout_backward(np.ones_like(x), mask, p)
+    (gx,) = A.dropout_backward(np.ones_like(x), p, **S)
     assert_close(gx, np.where(mask, scale, 0).astype(dtype), atol=0, rtol=0, name="grad")
 
 
 def test_dropout_p1_gives_zeros():
     x = np.ones((3, 4))
-    out, mask = A.dropout(x, 1.0, generator=np.random.default_rng(0), return_mask=True)
-    assert_close(out, np.zeros_like(x), atol=0, rtol=0)
-    assert_close(A.dropout_backward(np.ones_like(x), mask, 1.0)[0], np.zeros_like(x), atol=0,
+    assert_close(A.dropout(x, 1.0, **S), np.zeros_like(x), atol=0, rtol=0)
+    assert_close(A.dropout_backward(np.ones_like(x), 1.0, **S)[0], np.zeros_like(x), atol=0,
                  rtol=0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_dropout_backward_finite_differences(seed):
     x = np.random.default_rng(seed).standard_normal((4, 5))
-    f = lambda a: A.dropout(a, 0.4, generator=np.random.default_rng(seed))  # noqa: E731
-    _, mask = A.dropout(x, 0.4, generator=np.random.default_rng(seed), return_mask=True)
-    check_grads(f, lambda g: A.dropout_backward(g, mask, 0.4), [x], seed=seed)
+    f = lambda a: A.dropout(a, 0.4, seed=seed, offset=8)  # noqa: E731
+    check_grads(f, lambda g: A.dropout_backward(g, 0.4, seed=seed, offset=8), [x], seed=seed)
 
 
 def test_dropout_empty_and_errors():
-    out, mask = A.dropout(np.zeros((0, 3)), 0.5, generator=np.random.default_rng(0),
-                          return_mask=True)
-    assert out.shape == (0, 3) and mask.shape == (0, 3)
-    with pytest.raises(TypeError, match="dropout_backward: mask"):
-        A.dropout_backward(np.ones(3), np.ones(3), 0.5)
-    with pytest.raises(ValueError, match="dropout_backward: mask"):
-        A.dropout_backward(np.ones(3), np.ones(4, bool), 0.5)
+    assert A.dropout(np.zeros((0, 3)), 0.5, **S).shape == (0, 3)
     with pytest.raises(TypeError, match="dropout: input"):
-        A.dropout(np.ones(3, np.int32), 0.5, generator=np.random.default_rng(0))
+        A.dropout(np.ones(3, np.int32), 0.5, **S)
+
+
+def test_philox_known_answers():
+    """Random123's kat_vectors, the three philox4x32 10 lines (counter, key -> output)."""
+    from cvkernels.reference.philox import philox4x32_10
+    kat = [((0, 0, 0, 0), (0, 0), (0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8)),
+           ((0xffffffff,) * 4, (0xffffffff,) * 2, (0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd)),
+           ((0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344), (0xa4093822, 0x299f31d0),
+            (0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1))]
+    for ctr, key, want in kat:
+        assert tuple(int(v) for v in philox4x32_10(np.array(ctr, np.uint32), key)) == want
+    batch = philox4x32_10(np.array([k[0] for k in kat], np.uint32), (0, 0))   # vectorised
+    assert tuple(int(v) for v in batch[0]) == kat[0][2]
+
+
+def test_philox_draws_are_a_stream():
+    """Draws offset..offset+n are a window of one stream, whatever the offset."""
+    from cvkernels.reference.philox import philox_draws
+    full = philox_draws(5, 0, 40)
+    for off, n in ((0, 1), (4, 9), (12, 28), (36, 4)):
+        np.testing.assert_array_equal(philox_draws(5, off, n), full[off:off + n])
+    assert philox_draws(5, 0, 0).shape == (0,)
+    assert (philox_draws(-1, 0, 8) == philox_draws(2 ** 64 - 1, 0, 8)).all()   # mod 2^64
 
 
 def test_all_names_exported():

@@ -33,6 +33,7 @@ backend; nothing ever falls back to another device silently.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -72,8 +73,7 @@ _sigmoid = Op("sigmoid", saves=("output",))
 _tanh = Op("tanh", saves=("output",))
 _max_pool2d = Op("max_pool2d", outputs=("output", "indices"), extra={"return_indices": True},
                  saves=("*", "indices"))
-_dropout = Op("dropout", outputs=("output", "mask"), extra={"return_mask": True},
-              saves=("mask", "p"))
+_dropout = Op("dropout", saves=("p", "training", "seed", "offset"))   # no mask: regenerated
 # batch norm: the forward also returns the statistics it normalised with, which the backward
 # takes instead of recomputing them (the running statistics are not needed, hence not saved)
 _BN_SAVES = ("input", "weight", "bias", "training", "eps", "save_mean", "save_invstd")
@@ -267,19 +267,39 @@ def tanh(input):
 def dropout(input, p=0.5, training=True, inplace=False, *, generator=None):
     """Inverted dropout: zero elements with probability ``p``, scale survivors by 1/(1-p).
 
-    ``generator`` is a ``np.random.Generator``; when None, the library's default generator
-    (seeded by ``cvkernels.nn.init.manual_seed``) is used. ``inplace`` is accepted for
-    signature compatibility and ignored (the result is a new array). The backward reuses the
-    forward's keep-mask.
+    The mask comes from a Philox4x32-10 stream (seed, offset), the same bits on every backend
+    (see ``cvkernels.reference.dropout_forward``): ``generator`` is a
+    ``cvkernels.random.Generator`` (default: ``cvkernels.random.default_generator()``, which
+    ``cvkernels.nn.init.manual_seed`` reseeds), whose offset advances by ``4 * ceil(n / 4)``
+    draws per call, as torch's CUDA generator does; a ``np.random.Generator`` is also accepted
+    and gives one fresh seed per call (offset 0). The backward gets ``(p, seed, offset)`` and
+    regenerates the mask; none is stored. ``inplace`` writes into a raw array ``input`` (as
+    torch); Tensors are computed out of place. Not training, or ``p == 0``: the identity.
     """
+    from .errors import ArgumentError
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+        raise ArgumentError(f"dropout: p must be a probability in [0, 1], got {p!r}")
     if not training:
         p = 0.0       # the identity: its backward must not scale by 1/(1-p) either
-    if generator is None and p > 0:
-        from .nn.init import default_generator
-        generator = default_generator()
-    return _dropout(input=input, p=p, training=training, generator=generator)[0]
+    seed = offset = None
+    if p > 0:
+        seed, offset = _philox_stream(generator, math.prod(input.shape))
+    return _dropout(input=input, p=p, training=training,
+                    inplace=inplace and not isinstance(input, Tensor), seed=seed, offset=offset)
+
+
+def _philox_stream(generator, draws):
+    from . import random
+    from .errors import ArgumentTypeError
+    if generator is None:
+        generator = random.default_generator()
+    if isinstance(generator, random.Generator):
+        return generator.next_stream(draws)
+    import numpy as np
+    if isinstance(generator, np.random.Generator):
+        return int(generator.integers(0, 2 ** 63)), 0
+    raise ArgumentTypeError(f"dropout: generator must be a cvkernels.random.Generator or a "
+                            f"np.random.Generator, got {type(generator).__name__}")
 
 
 # ---------------------------------------------------------------------------- losses

@@ -23,9 +23,12 @@ _default = np.random.default_rng(0)
 
 
 def manual_seed(seed: int) -> np.random.Generator:
-    """Reseed the default generator (used where ``generator=None``) and return it."""
+    """Reseed the default generator (used where ``generator=None``) and return it; also
+    reseeds ``cvkernels.random.default_generator()`` (dropout's Philox stream)."""
     global _default
     _default = np.random.default_rng(seed)
+    from ..random import manual_seed as philox_seed
+    philox_seed(seed)     # and the default Philox stream of dropout
     return _default
 
 

@@ -411,9 +411,10 @@ class LogSoftmax(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout, active in training mode only. ``generator`` (a np.random.Generator,
-    e.g. ``np.random.default_rng(0)``) makes the masks reproducible; default: the library's
-    default generator."""
+    """Inverted dropout, active in training mode only. ``generator`` (a
+    ``cvkernels.random.Generator``, whose Philox offset advances each call, or a
+    np.random.Generator, which gives a fresh seed each call) makes the masks reproducible;
+    default: ``cvkernels.random.default_generator()`` (see ``functional.dropout``)."""
 
     def __init__(self, p=0.5, inplace=False, *, generator=None):
         super().__init__()

@@ -13,6 +13,7 @@ import numpy as np
 
 from .._checks import check_float
 from ..errors import ArgumentError, ArgumentTypeError, ShapeError
+from .philox import philox_draws
 
 __all__ = [
     "relu_forward", "relu_backward", "relu",
@@ -21,7 +22,8 @@ __all__ = [
     "gelu_forward", "gelu_backward", "gelu",
     "sigmoid_forward", "sigmoid_backward", "sigmoid",
     "tanh_forward", "tanh_backward", "tanh",
-    "dropout_forward", "dropout_backward", "dropout",
+    "dropout_forward", "dropout_backward", "dropout", "dropout_mask", "dropout_threshold",
+    "check_dropout",
     "bias_relu_forward", "bias_relu_backward", "bias_relu", "check_bias_relu",
 ]
 
@@ -71,10 +73,11 @@ def relu_forward(input, inplace=False):
 def relu_backward(grad_out, input, inplace=False):
     """``relu_backward(grad_out, input, inplace=False) -> (grad_input,)``.
 
-    grad_input = grad_out where input > 0, else 0 (torch's choice at 0 as well).
+    grad_input = 0 where input <= 0, else grad_out (torch's choice at 0; a NaN input passes
+    grad_out, as torch's threshold_backward).
     """
     g, x = _grad_pair("relu_backward", grad_out, input)
-    return (np.where(x > 0, g, np.zeros((), g.dtype)).astype(g.dtype),)
+    return (np.where(x <= 0, np.zeros((), g.dtype), g).astype(g.dtype),)
 
 
 relu = relu_forward
@@ -114,12 +117,13 @@ def elu_forward(input, alpha=1.0, inplace=False):
 def elu_backward(grad_out, input, alpha=1.0, inplace=False):
     """``elu_backward(grad_out, input, alpha=1.0, inplace=False) -> (grad_input,)``.
 
-    grad_input = grad_out if input > 0 else grad_out * alpha * exp(input) (alpha at 0, as torch).
+    grad_input = grad_out * alpha * exp(input) if input <= 0 else grad_out (alpha at 0, and a
+    NaN input passes grad_out, as torch).
     """
     g, x = _grad_pair("elu_backward", grad_out, input)
     ga, a = _acc(g), _acc(x).astype(_acc(g).dtype, copy=False)
     neg = ga * ga.dtype.type(alpha) * np.exp(np.minimum(a, 0))
-    return (np.where(a > 0, ga, neg).astype(g.dtype),)
+    return (np.where(a <= 0, neg, ga).astype(g.dtype),)
 
 
 elu = elu_forward
@@ -225,52 +229,78 @@ def _check_p(fn: str, p) -> float:
     return float(p)
 
 
-def dropout_forward(input, p=0.5, training=True, generator=None, *, return_mask=False):
-    """Inverted dropout: zero each element with probability ``p``, scale survivors by 1/(1-p).
+def dropout_threshold(p: float) -> int:
+    """The keep test of element i is ``draw_i >= dropout_threshold(p)`` (draw_i a uint32):
+    floor(p * 2^32), in [0, 2^32], so P(keep) = 1 - threshold / 2^32 (p = 1 keeps nothing)."""
+    return int(math.floor(p * 4294967296.0))
 
-    ``generator`` is an explicit ``np.random.Generator`` and is required when ``training`` and
-    ``p > 0`` (the reference has no hidden global RNG). An element is kept where
-    ``generator.random(input.shape) >= p``. When not training or ``p == 0`` the output is a copy of
-    ``input``; ``p == 1`` gives zeros. With ``return_mask=True`` returns ``(out, mask)``, ``mask``
-    a bool array of ``input``'s shape (True = kept), which is what :func:`dropout_backward` needs.
-    """
-    p = _check_p("dropout", p)
-    x = _as_float("dropout", "input", input)
-    if not training or p == 0.0:
-        out, mask = x.copy(), np.ones(x.shape, dtype=bool)
-    else:
-        if generator is None:
-            raise ArgumentError("dropout: generator (a numpy np.random.Generator) is required "
-                             "when training with p > 0")
-        if not isinstance(generator, np.random.Generator):
-            raise ArgumentTypeError(f"dropout: generator must be a np.random.Generator, "
-                            f"got {type(generator).__name__}")
-        mask = generator.random(x.shape) >= p
-        out = _apply_mask(x, mask, p)
-    return (out, mask) if return_mask else out
+
+def check_dropout(fn: str, p, training, seed, offset):
+    """Validated ``(p, draws_needed, seed, offset)``; seed and offset are required (keyword
+    arguments, ints; offset >= 0 and a multiple of 4) when a mask is drawn."""
+    p = _check_p(fn, p)
+    if not isinstance(training, (bool, np.bool_)):
+        raise ArgumentTypeError(f"{fn}: training must be a bool, got {type(training).__name__}")
+    draws = bool(training) and p > 0.0
+    if draws:
+        for name, v in (("seed", seed), ("offset", offset)):
+            if v is None:
+                raise ArgumentError(f"{fn}: {name} is required when training with p > 0 (the "
+                                    f"Philox stream is explicit; cvkernels.functional.dropout "
+                                    f"takes it from a generator)")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ArgumentTypeError(f"{fn}: {name} must be an int, got {type(v).__name__}")
+        if not 0 <= int(offset) < 2 ** 63 or int(offset) % 4:
+            raise ArgumentError(f"{fn}: offset must be a non-negative multiple of 4 below 2^63, "
+                                f"got {offset}")
+    return p, draws, seed, offset
+
+
+def dropout_mask(shape, p: float, seed, offset, xp=np):
+    """The keep-mask (bool, ``shape``) of the element stream ``offset ..`` of ``seed``: element
+    i (C order) is kept where its Philox4x32-10 draw is >= :func:`dropout_threshold` (p).
+    ``xp``: numpy, or CuPy to draw it on a GPU (the bench's device reference)."""
+    n = math.prod(shape)
+    return (philox_draws(seed, int(offset), n, xp).astype(np.int64)
+            >= dropout_threshold(p)).reshape(shape)
 
 
 def _apply_mask(x: np.ndarray, mask: np.ndarray, p: float) -> np.ndarray:
     a = _acc(x)
     scale = a.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
-    return np.where(mask, a * scale, a.dtype.type(0)).astype(x.dtype)
+    with np.errstate(invalid="ignore"):     # NaN/inf stay NaN where dropped, as torch
+        return a * np.where(mask, scale, a.dtype.type(0))
 
 
-def dropout_backward(grad_out, mask, p=0.5):
-    """``dropout_backward(grad_out, mask, p=0.5) -> (grad_input,)``.
+def dropout_forward(input, p=0.5, training=True, inplace=False, *, seed=None, offset=None):
+    """Inverted dropout: zero each element with probability ``p``, scale survivors by 1/(1-p).
 
-    ``mask`` is the bool keep-mask from ``dropout_forward(..., return_mask=True)``;
-    grad_input = grad_out * mask / (1 - p) (zeros when p == 1).
+    torch's signature plus the Philox stream, explicit: element i (C order) is kept where draw
+    ``offset + i`` of the Philox4x32-10 stream of ``seed`` (:mod:`cvkernels.reference.philox`)
+    is ``>= floor(p * 2^32)``, the rule the kernels use, so 'cpu' and 'sim' draw bit-identical
+    masks. ``seed`` (int, taken mod 2^64) and ``offset`` (int, a multiple of 4) are required when
+    ``training`` and ``p > 0``; a call consumes ``4 * ceil(n / 4)`` draws. ``y = x * m`` with
+    ``m = 1/(1-p)`` or 0, in float32 for 16/32-bit inputs (so NaN stays NaN, as torch). When not
+    training or ``p == 0`` the output equals ``input``; ``inplace`` writes into ``input``.
     """
-    p = _check_p("dropout_backward", p)
+    p, draws, seed, offset = check_dropout("dropout", p, training, seed, offset)
+    x = _as_float("dropout", "input", input)
+    if not draws:
+        return x if inplace else x.copy()
+    return _finish(_apply_mask(x, dropout_mask(x.shape, p, seed, offset), p), x, inplace)
+
+
+def dropout_backward(grad_out, p=0.5, training=True, *, seed=None, offset=None):
+    """``dropout_backward(grad_out, p=0.5, training=True, *, seed, offset) -> (grad_input,)``.
+
+    Regenerates the forward's mask from the same ``(seed, offset, p)``; grad_input = grad_out *
+    mask / (1 - p) (zeros when p == 1; grad_out itself when not training or p == 0).
+    """
+    p, draws, seed, offset = check_dropout("dropout_backward", p, training, seed, offset)
     g = _as_float("dropout_backward", "grad_out", grad_out)
-    mask = np.asarray(mask)
-    if mask.dtype != np.bool_:
-        raise ArgumentTypeError(f"dropout_backward: mask must have dtype bool, got {mask.dtype}")
-    if mask.shape != g.shape:
-        raise ShapeError(f"dropout_backward: mask must have the shape of grad_out {g.shape}, "
-                         f"got {mask.shape}")
-    return (_apply_mask(g, mask, p),)
+    if not draws:
+        return (g.copy(),)
+    return (_apply_mask(g, dropout_mask(g.shape, p, seed, offset), p).astype(g.dtype),)
 
 
 dropout = dropout_forward
@@ -299,13 +329,13 @@ def bias_relu_forward(input, bias):
 def bias_relu_backward(grad_out, input, bias):
     """``bias_relu_backward(grad_out, input, bias) -> (grad_input, grad_bias)``.
 
-    grad_input = grad_out where input + bias > 0, else 0; grad_bias sums it over all but the
-    last dimension.
+    grad_input = 0 where input + bias <= 0, else grad_out (a NaN passes grad_out, as torch's
+    relu backward); grad_bias sums it over all but the last dimension.
     """
     g, x = _grad_pair("bias_relu_backward", grad_out, input)
     b = _as_float("bias_relu_backward", "bias", bias)
     check_bias_relu("bias_relu_backward", x, b)
-    gi = np.where(_acc(x) + _acc(b) > 0, _acc(g), 0)
+    gi = np.where(_acc(x) + _acc(b) <= 0, 0, _acc(g))   # NaN passes grad_out, as torch
     gb = gi.reshape(-1, x.shape[-1]).sum(axis=0)
     return gi.astype(g.dtype), gb.astype(g.dtype)
 

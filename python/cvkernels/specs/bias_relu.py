@@ -1,32 +1,36 @@
 """bias_relu: relu(input + bias) with bias over the last dimension (kernels/bias_relu.cuh), the
-epilogue of linear and conv layers; forward and backward."""
+epilogue of linear and conv layers; forward and backward. The kernels take any activation of
+cvk/activation.cuh (template parameter ACT): :func:`bias_act_forward` / :func:`bias_act_backward`
+run them for any ACT (tested against the activation kernels); the op is ACT = relu."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from ..spec import (ALL_DTYPES, FLOAT32, Bench, Case, Family, I64, In, Kernel, Out, ceil_div,
-                    dtype_param)
+from ..spec import (ALL_DTYPES, FLOAT32, Bench, Case, F32, Family, I64, In, Kernel, Out,
+                    ceil_div, dtype_param)
 from ._common import check_grad_out, need_dtype
+from .activation import ACT_PARAM, RELU
 
 U = FLOAT32.unit_roundoff
 
-FORWARD = Kernel("bias_relu_forward_kernel", (dtype_param(),),
-                 (In("x"), In("bias"), Out("y"), I64("rows"), I64("cols")))
-BACKWARD = Kernel("bias_relu_backward_kernel", (dtype_param(),),
+_PARAMS = (dtype_param(), ACT_PARAM)
+FORWARD = Kernel("bias_act_forward_kernel", _PARAMS,
+                 (In("x"), In("bias"), Out("y"), I64("rows"), I64("cols"), F32("alpha")))
+BACKWARD = Kernel("bias_act_backward_kernel", _PARAMS,
                   (In("grad_out"), In("x"), In("bias"), Out("grad_input"), Out("grad_bias"),
-                   I64("rows"), I64("cols")))
+                   I64("rows"), I64("cols"), F32("alpha")))
 FAMILY = Family("bias_relu", "bias_relu.cuh", [FORWARD, BACKWARD], dtypes=ALL_DTYPES,
-                doc="relu(x + bias) over [rows, cols], and its backward")
+                doc="f(x + bias) over [rows, cols] for any activation f, and its backward")
 
 
-def plan(dev, kernel, dtype, rows, cols):
+def plan(dev, kernel, dtype, rows, cols, act=RELU):
     """Grid-stride loops: enough blocks to fill the device (8 a SM), no more than the work."""
     threads = 256 if kernel is FORWARD else 128
     work = rows * cols if kernel is FORWARD else cols
     blocks = max(1, min(ceil_div(work, threads), 8 * dev.sm_count))
-    return FAMILY.plan(kernel, dict(T=dtype), grid=(blocks,), block=(threads,))
+    return FAMILY.plan(kernel, dict(T=dtype, ACT=act), grid=(blocks,), block=(threads,))
 
 
 def _rows(rt, fn, input, bias):
@@ -37,31 +41,42 @@ def _rows(rt, fn, input, bias):
     return x, rt.xp.ascontiguousarray(bias), rows, cols
 
 
+def bias_act_forward(rt, input, bias, act=RELU, alpha=0.0, fn="bias_relu"):
+    """``f(input + bias)`` for the activation ``act`` (a cvk::ActKind, see specs/activation),
+    ``alpha`` its parameter: the epilogue any op can call."""
+    dtype = need_dtype(rt, fn, FAMILY, input=input, bias=bias)
+    x, b, rows, cols = _rows(rt, fn, input, bias)
+    y = rt.xp.empty_like(x)
+    if x.size:
+        rt.launch(plan(rt.device(), FORWARD, dtype, rows, cols, act), x=x, bias=b, y=y,
+                  rows=rows, cols=cols, alpha=np.float32(alpha))
+    return y.reshape(input.shape)
+
+
+def bias_act_backward(rt, grad_out, input, bias, act=RELU, alpha=0.0, fn="bias_relu_backward"):
+    """``(grad_input, grad_bias)`` of :func:`bias_act_forward`, grad_bias summed over the rows
+    in fp32 (deterministic)."""
+    dtype = need_dtype(rt, fn, FAMILY, grad_out=grad_out, input=input, bias=bias)
+    check_grad_out(fn, grad_out, input.shape)
+    x, b, rows, cols = _rows(rt, fn, input, bias)
+    g = rt.xp.ascontiguousarray(grad_out).reshape(rows, cols)
+    gx, gb = rt.xp.empty_like(x), rt.xp.zeros_like(b)
+    if cols and rows:
+        rt.launch(plan(rt.device(), BACKWARD, dtype, rows, cols, act), grad_out=g, x=x, bias=b,
+                  grad_input=gx, grad_bias=gb, rows=rows, cols=cols, alpha=np.float32(alpha))
+    return gx.reshape(input.shape), gb
+
+
 @FAMILY.op("bias_relu", "forward")
 def bias_relu_forward(rt, input, bias):
     """``relu(input + bias)`` on the elementwise kernel."""
-    dtype = need_dtype(rt, "bias_relu", FAMILY, input=input, bias=bias)
-    x, b, rows, cols = _rows(rt, "bias_relu", input, bias)
-    y = rt.xp.empty_like(x)
-    if x.size:
-        rt.launch(plan(rt.device(), FORWARD, dtype, rows, cols), x=x, bias=b, y=y, rows=rows,
-                  cols=cols)
-    return y.reshape(input.shape)
+    return bias_act_forward(rt, input, bias)
 
 
 @FAMILY.op("bias_relu", "backward")
 def bias_relu_backward(rt, grad_out, input, bias):
     """``(grad_input, grad_bias)``, grad_bias summed over the rows in fp32 (deterministic)."""
-    dtype = need_dtype(rt, "bias_relu_backward", FAMILY, grad_out=grad_out, input=input,
-                       bias=bias)
-    check_grad_out("bias_relu_backward", grad_out, input.shape)
-    x, b, rows, cols = _rows(rt, "bias_relu_backward", input, bias)
-    g = rt.xp.ascontiguousarray(grad_out).reshape(rows, cols)
-    gx, gb = rt.xp.empty_like(x), rt.xp.zeros_like(b)
-    if cols and rows:
-        rt.launch(plan(rt.device(), BACKWARD, dtype, rows, cols), grad_out=g, x=x, bias=b,
-                  grad_input=gx, grad_bias=gb, rows=rows, cols=cols)
-    return gx.reshape(input.shape), gb
+    return bias_act_backward(rt, grad_out, input, bias)
 
 
 def _make(shape, grad=False):
