@@ -17,6 +17,7 @@ registers): see PTXAS below; recorded in the kernel header's summary too.
 """
 from __future__ import annotations
 
+from ..errors import ArgumentError
 from ..spec import (ALL_DTYPES, Family, I32, I64, In, Kernel, Out, Param, bool_param, ceil_div,
                     dtype_param)
 from ._common import check_grad_out, need_dtype
@@ -61,13 +62,18 @@ def _tile(dev, groups, M, N):
 
 
 def _check_geometry(fn, geom, M, N, K):
-    for what, v in (("the GEMM's K (C/groups*kH*kW)", K), ("the pixel count N*H*W", N),
-                    ("H*stride", geom["H"] * geom["stride_h"] + geom["H_out"] * geom["stride_h"]),
-                    ("W*stride", geom["W"] * geom["stride_w"] + geom["W_out"] * geom["stride_w"])):
+    """The kernels' tap arithmetic is 32-bit (element offsets are 64-bit): refuse what it
+    cannot hold rather than compute garbage."""
+    extent = max(g * s + h + p + d * k for g, s, h, p, d, k in (
+        (geom["H_out"], geom["stride_h"], geom["H"], geom["pad_h"], geom["dilation_h"],
+         geom["kH"]),
+        (geom["W_out"], geom["stride_w"], geom["W"], geom["pad_w"], geom["dilation_w"],
+         geom["kW"])))
+    for what, v in (("the GEMM's K", K), ("the GEMM's N", N), ("the image extent", extent)):
         if v > _I32_MAX:
-            raise ValueError(f"{fn}: {what} = {v} does not fit the kernel's 32-bit tap math")
+            raise ArgumentError(f"{fn}: {what} = {v} does not fit the kernel's 32-bit tap math")
     if M < 1 or N < 1:
-        raise ValueError(f"{fn}: plan needs a non-empty GEMM, got M={M}, N={N}")
+        raise ArgumentError(f"{fn}: plan needs a non-empty GEMM, got M={M}, N={N}")
 
 
 def plan_gemm(dev, kernel, dtype, geom, has_bias):
@@ -84,7 +90,7 @@ def plan_gemm(dev, kernel, dtype, geom, has_bias):
     tile = _tile(dev, g, M, N)
     BM, BN, _, TM, TN = tile
     if ceil_div(M, BM) > dev.max_grid[1] or ceil_div(N, BN) > dev.max_grid[0]:
-        raise ValueError(f"{kernel.name}: too many channels or pixels for one launch")
+        raise ArgumentError(f"{kernel.name}: too many channels or pixels for one launch")
     return FAMILY.plan(kernel, dict(T=dtype, TILE=tile, HAS_BIAS=has_bias),
                        grid=(ceil_div(N, BN), ceil_div(M, BM), min(g, dev.max_grid[2])),
                        block=((BM // TM) * (BN // TN),))
@@ -105,7 +111,7 @@ def plan_backward_weight(dev, dtype, geom):
     k_chunk = ceil_div(ceil_div(K, splits), BK) * BK
     splits = ceil_div(K, k_chunk)                   # no empty split
     if ceil_div(M, BM) > dev.max_grid[1] or ceil_div(N, BN) > dev.max_grid[0]:
-        raise ValueError(f"{BACKWARD_WEIGHT.name}: too many channels for one launch")
+        raise ArgumentError(f"{BACKWARD_WEIGHT.name}: too many channels for one launch")
     plan = FAMILY.plan(BACKWARD_WEIGHT, dict(T=dtype, TILE=tile),
                        grid=(ceil_div(N, BN), ceil_div(M, BM), min(g * splits, dev.max_grid[2])),
                        block=((BM // TM) * (BN // TN),),
