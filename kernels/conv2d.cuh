@@ -44,8 +44,17 @@
 //   the tensor-core path, which is NOT written yet. backward_weight: the same FLOPs plus the
 //   workspace (splits * C_out * Cig*kH*kW * 4 B, e.g. 30 * 147 KB = 4.4 MB) written and read once.
 // Ladder: v1 (this) SIMT implicit GEMM on the matmul tiles; unmeasured on a GPU so far.
-// ptxas -v (sm_90, nvcc 13): see the table at the end of this header's comment in
-//   python/cvkernels/specs/conv2d.py (PTXAS), filled from a compile of every instantiation.
+//   Next rungs: a 64x128 tile for C_out = 64 (the bench shape wastes nothing in M then), 16-byte
+//   loads of the weights, and the tensor-core forward for fp16/bf16 (cvk/mma.cuh), not written.
+// ptxas -v (sm_90, nvcc 13, __launch_bounds__(256, 2) so at most 128 registers; fp32, fp16 and
+//   bf16 alike within 3 registers), registers / spill stores / static smem:
+//   forward          64x64: 80-83 / 0 / 5760 B     128x128: 127 / 0 / 11392 B
+//   backward_data    64x64: 83 / 0 / 5760 B        128x128: 127 / 0 / 11392 B
+//   backward_weight  64x64: 128 / 0 / 5248 B       128x128: 128 / 44 B (80 B loads) / 10368 B
+//   weight_reduce    22-24 / 0                     backward_bias: 26 / 0 / 128 B
+//   (backward_weight decomposes k = pixel in both loaders: the two extra divisions cost the
+//   registers; matmul on the shared mainloop: 80 (64x64) and 128 with 24-32 B of spill (128x128),
+//   vs 95 and 128 with 8-16 B before the refactor.)
 #pragma once
 #include "cvk/common.cuh"
 #include "cvk/gemm_simt.cuh"
@@ -64,11 +73,16 @@ struct ConvIm2colLoader {
   const int *tap_y, *tap_x;              // per column: oy*sH - pH, ox*sW - pW
   i64 H, W;
   int KK, kW, dH, dW;
-  __device__ __forceinline__ float operator()(int col, int, i64 k) const {
+  // The element's offset from img, or -1 where the tap falls in the padding (or past the end).
+  __device__ __forceinline__ i64 offset(int col, i64 k) const {
     const int kk = static_cast<int>(k), c = kk / KK, r = kk - c * KK, i = r / kW, j = r - i * kW;
     const i64 iy = tap_y[col] + i * dH, ix = tap_x[col] + j * dW;
-    if (iy < 0 || iy >= H || ix < 0 || ix >= W) return 0.f;
-    return to_float(img[base[col] + static_cast<i64>(c) * H * W + iy * W + ix]);
+    if (iy < 0 || iy >= H || ix < 0 || ix >= W) return -1;
+    return base[col] + static_cast<i64>(c) * H * W + iy * W + ix;
+  }
+  __device__ __forceinline__ float operator()(int col, int, i64 k) const {
+    const i64 o = offset(col, k);
+    return o < 0 ? 0.f : to_float(img[o]);
   }
 };
 
@@ -323,5 +337,7 @@ conv2d_backward_bias_kernel(const T* __restrict__ grad_out, T* __restrict__ grad
     if (threadIdx.x == 0) grad_bias[c] = cvk::from_float<T>(acc);
   }
 }
+
+#include "conv2d_tc.cuh"  // the tensor-core forward for fp16/bf16 (same family)
 
 #undef CVK_CONV_GEOMETRY

@@ -72,6 +72,28 @@ def test_conv_transpose2d_small_integers_are_exact(rt, xs, ws, params):
     exact(ours, ref.conv_transpose2d_backward(g, x, w, b, **params))
 
 
+@pytest.mark.parametrize("tc", [True, False], ids=["tensor-cores", "simt"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_forward_small_integers_are_exact(rt, monkeypatch, dtype, tc):
+    """fp16/bf16 forward on the tensor-core kernel (the default) and on the SIMT kernel: sums of
+    small integers below 2^8 are exact in both formats."""
+    from cvkernels.backends.runtime import Runtime
+    launched, launch = [], Runtime.launch
+
+    def spy(self, plan, **args):
+        launched.append(plan.kernel.name)
+        return launch(self, plan, **args)
+    monkeypatch.setattr(Runtime, "launch", spy)
+    monkeypatch.setattr(K, "USE_TENSOR_CORES", tc)
+    npt = K.FAMILY.dtypes[[d.name for d in K.FAMILY.dtypes].index(dtype)].np
+    rng = np.random.default_rng(11)
+    x, w, b = (ints(rng, s, -2, 2).astype(npt) for s in ((2, 6, 7, 9), (10, 3, 3, 3), (10,)))
+    p = dict(stride=2, padding=1, groups=2)
+    y = K.conv2d_forward(rt, put(rt, x), put(rt, w), put(rt, b), **p)
+    exact([y], [ref.conv2d_forward(x, w, b, **p)])
+    assert launched == [K.TC_FORWARD.name if tc else K.FORWARD.name]
+
+
 @pytest.mark.sim
 def test_128_tiles_and_one_split_are_exact(monkeypatch):
     """On a one-SM device the plans take the 128x128 tiles (more than 64 channels) and a single

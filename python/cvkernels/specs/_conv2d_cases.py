@@ -15,15 +15,18 @@ from .conv2d import FAMILY
 U = FLOAT32.unit_roundoff
 
 
+def _ref(op, direction):
+    """The reference, imported when a case runs (the build loads the specs without numba)."""
+    from .. import reference
+    return getattr(reference, f"{op}_{direction}")
+
+
 def _abs(a):
     return {k: (np.abs(v) if isinstance(v, np.ndarray) else v) for k, v in a.items()}
 
 
 def _fwd_case(op, label, x_shape, w_shape, bias=True, **params):
     """A forward case; the bound is (k + 2) u |x| * |w| with k = the filter's taps per output."""
-    from ..reference import conv as R
-    ref = R.conv2d_forward if op == "conv2d" else R.conv_transpose2d_forward
-
     def make(rng):
         a = {"input": rng.standard_normal(x_shape), "weight": rng.standard_normal(w_shape)}
         if bias:
@@ -36,15 +39,12 @@ def _fwd_case(op, label, x_shape, w_shape, bias=True, **params):
     else:
         k = w_shape[0] // params.get("groups", 1) * w_shape[2] * w_shape[3]
     return Case(op, "forward", label, make,
-                lambda a, r: (k + 2) * U * ref(**_abs(a), **params).astype(np.float64))
+                lambda a, r: (k + 2) * U * _ref(op, "forward")(**_abs(a), **params))
 
 
 def _bwd_case(op, label, x_shape, w_shape, bias=True, **params):
     """A backward case: grad_out is drawn in the forward output's shape; the bounds are the
     reference backward on absolute values, times (k + 2) u for each gradient's own k."""
-    from ..reference import conv as R
-    fwd = R.conv2d_forward if op == "conv2d" else R.conv_transpose2d_forward
-    bwd = R.conv2d_backward if op == "conv2d" else R.conv_transpose2d_backward
     groups = params.get("groups", 1)
 
     def make(rng):
@@ -52,12 +52,12 @@ def _bwd_case(op, label, x_shape, w_shape, bias=True, **params):
         if bias:
             c_out = w_shape[0] if op == "conv2d" else w_shape[1] * groups
             a["bias"] = rng.standard_normal(c_out)
-        out = fwd(**a, **params)
+        out = _ref(op, "forward")(**a, **params)
         return {"grad_out": rng.standard_normal(out.shape), **a}, dict(params)
 
     def bound(a, r):
         g = a["grad_out"]
-        gx, gw, gb = bwd(**_abs(a), **params)
+        gx, gw, gb = _ref(op, "backward")(**_abs(a), **params)
         taps = w_shape[2] * w_shape[3]
         k_x = (w_shape[0] // groups if op == "conv2d" else w_shape[1]) * taps
         pixels = g.size // g.shape[-3]                     # N * H_out * W_out

@@ -3,7 +3,8 @@ backward, with the arguments and semantics of ``cvkernels.reference.conv2d_*`` /
 ``conv_transpose2d_*`` (whose parameter checks are reused, so the errors are identical).
 
 The four ops run on three GEMM kernels (see the kernel header):
-  conv2d forward            conv2d_forward_kernel (bias in the epilogue)
+  conv2d forward            conv2d_forward_kernel (bias in the epilogue); fp16/bf16 on tensor
+                            cores: conv2d_tc_forward_kernel (kernels/conv2d_tc.cuh)
   conv2d backward           grad_input: conv2d_backward_data_kernel; grad_weight:
                             conv2d_backward_weight_kernel (split-K partials in a workspace) +
                             conv2d_backward_weight_reduce_kernel (fixed-order sum); grad_bias:
@@ -12,14 +13,13 @@ The four ops run on three GEMM kernels (see the kernel header):
   conv_transpose2d backward grad_input: conv2d_forward_kernel; grad_weight: the backward-weight
                             pair with image and gradient swapped; grad_bias as conv2d's.
 
-ptxas -v, sm_90, nvcc 13 (every instantiation; float / half / bf16 differ by at most a few
-registers): see PTXAS below; recorded in the kernel header's summary too.
+Registers and spills per kernel (ptxas -v, sm_90) are in the kernel header.
 """
 from __future__ import annotations
 
 from ..errors import ArgumentError
-from ..spec import (ALL_DTYPES, Family, I32, I64, In, Kernel, Out, Param, bool_param, ceil_div,
-                    dtype_param)
+from ..spec import (ALL_DTYPES, BFLOAT16, FLOAT16, Family, I32, I64, In, Kernel, Out, Param,
+                    bool_param, ceil_div, dtype_param)
 from ._common import check_grad_out, need_dtype
 
 #: (BM, BN, BK, TM, TN), the matmul tiles: 128x128 with 8x8 a thread, 64x64 with 4x4.
@@ -45,12 +45,19 @@ BACKWARD_BIAS = Kernel("conv2d_backward_bias_kernel", (dtype_param(),),
                        (In("grad_out"), Out("grad_bias"), I64("batch"), I64("channels"),
                         I64("pixels")))
 
+#: fp16/bf16 forward on tensor cores (kernels/conv2d_tc.cuh, mma.sync; 64x64 tiles, 4 warps).
+TC_FORWARD = Kernel("conv2d_tc_forward_kernel",
+                    (Param("T", (FLOAT16, BFLOAT16)), bool_param("HAS_BIAS")), FORWARD.args)
+
 FAMILY = Family("conv2d", "conv2d.cuh",
-                [FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT, WEIGHT_REDUCE, BACKWARD_BIAS],
+                [FORWARD, BACKWARD_DATA, BACKWARD_WEIGHT, WEIGHT_REDUCE, BACKWARD_BIAS,
+                 TC_FORWARD],
                 dtypes=ALL_DTYPES,
                 doc="conv2d / conv_transpose2d, NCHW, implicit GEMM on the SIMT mainloop")
 
 _I32_MAX = 2 ** 31 - 1
+#: fp16/bf16 forwards run on tensor cores (TC_FORWARD); False sends them to the SIMT kernel.
+USE_TENSOR_CORES = True
 
 
 # ---- plans (functions of the device descriptor) ---------------------------------------------
@@ -94,6 +101,18 @@ def plan_gemm(dev, kernel, dtype, geom, has_bias):
     return FAMILY.plan(kernel, dict(T=dtype, TILE=tile, HAS_BIAS=has_bias),
                        grid=(ceil_div(N, BN), ceil_div(M, BM), min(g, dev.max_grid[2])),
                        block=((BM // TM) * (BN // TN),))
+
+
+def plan_tc_forward(dev, dtype, geom, has_bias):
+    """The tensor-core forward: one 128-thread block per 64 x 64 tile, groups over grid z."""
+    g = geom["groups"]
+    M, N = geom["C_out"] // g, geom["batch"] * geom["H_out"] * geom["W_out"]
+    _check_geometry(TC_FORWARD.name, geom, M, N, geom["C_in"] // g * geom["kH"] * geom["kW"])
+    if ceil_div(M, 64) > dev.max_grid[1] or ceil_div(N, 64) > dev.max_grid[0]:
+        raise ArgumentError(f"{TC_FORWARD.name}: too many channels or pixels for one launch")
+    return FAMILY.plan(TC_FORWARD, dict(T=dtype, HAS_BIAS=has_bias),
+                       grid=(ceil_div(N, 64), ceil_div(M, 64), min(g, dev.max_grid[2])),
+                       block=(128,))
 
 
 def plan_backward_weight(dev, dtype, geom):
@@ -151,7 +170,10 @@ def _run_forward(rt, dtype, x, w, bias, geom):
     if x.size == 0 or w.size == 0:                 # a sum over nothing: the bias alone
         out[...] = 0 if bias is None else bias.reshape(-1, 1, 1)
         return out
-    plan = plan_gemm(rt.device(), FORWARD, dtype, geom, bias is not None)
+    if USE_TENSOR_CORES and dtype in (FLOAT16, BFLOAT16):
+        plan = plan_tc_forward(rt.device(), dtype, geom, bias is not None)
+    else:
+        plan = plan_gemm(rt.device(), FORWARD, dtype, geom, bias is not None)
     rt.launch(plan, input=_c(rt, x), weight=_c(rt, w), bias=_c(rt, bias), output=out, **geom)
     return out
 
