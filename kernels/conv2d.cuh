@@ -41,17 +41,20 @@
 //   compute-bound: at the H200's ~67 TFLOP/s fp32 SIMT peak the floor is 0.11 ms (cuDNN fp32,
 //   TF32 off, measured 28.6 TFLOP/s = 0.26 ms). fp16 on this SIMT path has the same 0.11 ms
 //   floor, while cuDNN fp16 (tensor cores) ran at 107 TFLOP/s = 69 us: the fp16 bar (0.5x) needs
-//   the tensor-core path, which is NOT written yet. backward_weight: the same FLOPs plus the
+//   tensor cores, hence conv2d_tc.cuh for the fp16/bf16 forward. backward_weight: the same FLOPs plus the
 //   workspace (splits * C_out * Cig*kH*kW * 4 B, e.g. 30 * 147 KB = 4.4 MB) written and read once.
 // Ladder: v1 (this) SIMT implicit GEMM on the matmul tiles; unmeasured on a GPU so far.
+//   fp16/bf16 forwards go to the tensor-core kernel (conv2d_tc.cuh, v1: synchronous staging).
 //   Next rungs: a 64x128 tile for C_out = 64 (the bench shape wastes nothing in M then), 16-byte
-//   loads of the weights, and the tensor-core forward for fp16/bf16 (cvk/mma.cuh), not written.
+//   loads of the weights, tensor cores for the fp16/bf16 backward kernels (not written).
 // ptxas -v (sm_90, nvcc 13, __launch_bounds__(256, 2) so at most 128 registers; fp32, fp16 and
 //   bf16 alike within 3 registers), registers / spill stores / static smem:
 //   forward          64x64: 80-83 / 0 / 5760 B     128x128: 127 / 0 / 11392 B
 //   backward_data    64x64: 83 / 0 / 5760 B        128x128: 127 / 0 / 11392 B
 //   backward_weight  64x64: 128 / 0 / 5248 B       128x128: 128 / 44 B (80 B loads) / 10368 B
 //   weight_reduce    22-24 / 0                     backward_bias: 26 / 0 / 128 B
+//   conv2d_tc_forward (fp16, bf16; 128 threads)   105 (HAS_BIAS) / 127 / 0 / 11264 B
+//   SASS mix not read: no nvdisasm on the machine this was written on.
 //   (backward_weight decomposes k = pixel in both loaders: the two extra divisions cost the
 //   registers; matmul on the shared mainloop: 80 (64x64) and 128 with 24-32 B of spill (128x128),
 //   vs 95 and 128 with 8-16 B before the refactor.)
@@ -156,6 +159,46 @@ struct ConvTapLoader {
   }
 };
 
+// Tabulate a tile's BN columns p0.. of an [N, Hp, Wp] pixel grid (P = N*Hp*Wp): read_base =
+// n*read_stride, write_base = n*write_stride + pixel, first tap (y*sy + oy, x*sx + ox). Columns
+// past P get a far tap (their loads read zeros) and are not stored. Ends with a barrier.
+template <int BN, int NT>
+__device__ __forceinline__ void conv_pixel_table(i64* read_base, i64* write_base, int* tap_y,
+                                                 int* tap_x, i64 p0, i64 P, i64 Wp, i64 HWp,
+                                                 i64 read_stride, i64 write_stride, int sy,
+                                                 int sx, int oy, int ox) {
+  for (int c = threadIdx.x; c < BN; c += NT) {
+    const i64 p = p0 + c;
+    const bool in = p < P;
+    const i64 n = in ? p / HWp : 0, pix = p - n * HWp, y = pix / Wp, x = pix - y * Wp;
+    read_base[c] = n * read_stride;
+    write_base[c] = n * write_stride + pix;
+    tap_y[c] = in ? static_cast<int>(y) * sy + oy : CONV_FAR;
+    tap_x[c] = in ? static_cast<int>(x) * sx + ox : CONV_FAR;
+  }
+  __syncthreads();
+}
+
+// The SIMT epilogue of forward and backward_data: out[write_base[col] + (g*Mg + m)*HWp] =
+// acc (+ bias[g*Mg + m]), rounded once, for the rows m < Mg and columns p0 + col < P.
+template <class G, class T, bool HAS_BIAS>
+__device__ __forceinline__ void conv_store(const float (&acc)[G::TM][G::TN], T* out,
+                                           const T* bias, const i64* write_base, i64 m0, i64 Mg,
+                                           i64 g, i64 HWp, i64 p0, i64 P) {
+#pragma unroll
+  for (int i = 0; i < G::TM; ++i) {
+    const i64 m = m0 + G::row(threadIdx.x, i);
+    if (m >= Mg) continue;
+    const i64 ch = g * Mg + m;
+    const float b = HAS_BIAS ? to_float(bias[ch]) : 0.f;
+#pragma unroll
+    for (int j = 0; j < G::TN; ++j) {
+      const int c = G::col(threadIdx.x, j);
+      if (p0 + c < P) out[write_base[c] + ch * HWp] = from_float<T>(acc[i][j] + b);
+    }
+  }
+}
+
 }  // namespace cvk
 
 #define CVK_CONV_GEOMETRY                                                                \
@@ -172,38 +215,19 @@ conv2d_forward_kernel(const T* __restrict__ input, const T* __restrict__ weight,
   __shared__ typename G::Smem smem;
   __shared__ i64 in_base[BN], out_base[BN];
   __shared__ int tap_y[BN], tap_x[BN];
-  const int tid = threadIdx.x, KK = kH * kW;
+  const int KK = kH * kW;
   const i64 HW = H * W, HWo = H_out * W_out, P = batch * HWo, Cig = C_in / groups,
             Cog = C_out / groups, Kg = Cig * KK;
   const i64 p0 = static_cast<i64>(blockIdx.x) * BN, m0 = static_cast<i64>(blockIdx.y) * BM;
-  for (int c = tid; c < BN; c += G::NT) {
-    const i64 p = p0 + c;
-    const bool in = p < P;
-    const i64 n = in ? p / HWo : 0, pix = p - n * HWo, oy = pix / W_out, ox = pix - oy * W_out;
-    in_base[c] = n * C_in * HW;
-    out_base[c] = n * C_out * HWo + pix;
-    tap_y[c] = in ? static_cast<int>(oy) * stride_h - pad_h : cvk::CONV_FAR;
-    tap_x[c] = in ? static_cast<int>(ox) * stride_w - pad_w : cvk::CONV_FAR;
-  }
-  __syncthreads();
+  cvk::conv_pixel_table<BN, G::NT>(in_base, out_base, tap_y, tap_x, p0, P, W_out, HWo,
+                                   C_in * HW, C_out * HWo, stride_h, stride_w, -pad_h, -pad_w);
   for (i64 g = blockIdx.z; g < groups; g += gridDim.z) {
     const cvk::RowMajorLoader<T, false> la{weight + g * Cog * Kg, m0, Cog, Kg};
     const cvk::ConvIm2colLoader<T> lb{input + g * Cig * HW, in_base, tap_y, tap_x, H, W, KK, kW,
                                       dilation_h, dilation_w};
     float acc[TM][TN];
     G::mainloop(acc, smem, 0, Kg, la, lb);
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-      const i64 m = m0 + G::row(tid, i);
-      if (m >= Cog) continue;
-      const i64 oc = g * Cog + m;
-      const float b = HAS_BIAS ? cvk::to_float(bias[oc]) : 0.f;
-#pragma unroll
-      for (int j = 0; j < TN; ++j) {
-        const int c = G::col(tid, j);
-        if (p0 + c < P) output[out_base[c] + oc * HWo] = cvk::from_float<T>(acc[i][j] + b);
-      }
-    }
+    cvk::conv_store<G, T, HAS_BIAS>(acc, output, bias, out_base, m0, Cog, g, HWo, p0, P);
   }
 }
 
@@ -219,20 +243,12 @@ conv2d_backward_data_kernel(const T* __restrict__ grad_out, const T* __restrict_
   __shared__ typename G::Smem smem;
   __shared__ i64 g_base[BN], x_base[BN];
   __shared__ int pos_y[BN], pos_x[BN];
-  const int tid = threadIdx.x, KK = kH * kW;
+  const int KK = kH * kW;
   const i64 HW = H * W, HWo = H_out * W_out, P = batch * HW, Cig = C_in / groups,
             Cog = C_out / groups, Kg = Cog * KK;
   const i64 p0 = static_cast<i64>(blockIdx.x) * BN, m0 = static_cast<i64>(blockIdx.y) * BM;
-  for (int c = tid; c < BN; c += G::NT) {
-    const i64 p = p0 + c;
-    const bool in = p < P;
-    const i64 n = in ? p / HW : 0, pix = p - n * HW, h = pix / W, w = pix - h * W;
-    g_base[c] = n * C_out * HWo;
-    x_base[c] = n * C_in * HW + pix;
-    pos_y[c] = in ? static_cast<int>(h) + pad_h : cvk::CONV_FAR;
-    pos_x[c] = in ? static_cast<int>(w) + pad_w : cvk::CONV_FAR;
-  }
-  __syncthreads();
+  cvk::conv_pixel_table<BN, G::NT>(g_base, x_base, pos_y, pos_x, p0, P, W, HW, C_out * HWo,
+                                   C_in * HW, 1, 1, pad_h, pad_w);
   for (i64 g = blockIdx.z; g < groups; g += gridDim.z) {
     const cvk::ConvWeightTLoader<T> la{weight + g * Cog * Cig * KK, m0, Cig, KK};
     const cvk::ConvGatherLoader<T> lb{grad_out + g * Cog * HWo, g_base, pos_y, pos_x, H_out,
@@ -240,18 +256,7 @@ conv2d_backward_data_kernel(const T* __restrict__ grad_out, const T* __restrict_
                                       dilation_w};
     float acc[TM][TN];
     G::mainloop(acc, smem, 0, Kg, la, lb);
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-      const i64 m = m0 + G::row(tid, i);
-      if (m >= Cig) continue;
-      const i64 ic = g * Cig + m;
-      const float b = HAS_BIAS ? cvk::to_float(bias[ic]) : 0.f;
-#pragma unroll
-      for (int j = 0; j < TN; ++j) {
-        const int c = G::col(tid, j);
-        if (p0 + c < P) grad_input[x_base[c] + ic * HW] = cvk::from_float<T>(acc[i][j] + b);
-      }
-    }
+    cvk::conv_store<G, T, HAS_BIAS>(acc, grad_input, bias, x_base, m0, Cig, g, HW, p0, P);
   }
 }
 

@@ -124,33 +124,27 @@ def _bench_make_bwd(xp, shape, dtype, seed):
     return {"grad_out": xp.asarray(g), **a}, p
 
 
-def _taps(xp, a, i, j, h, w):
-    return a[:, :, i:i + h, j:j + w]
+def _conv3x3(xp, a, wt, grad_input):
+    """float64 3x3 pad-1 convolution on the device as nine channel contractions; with
+    grad_input, the input gradient (taps mirrored, weight's channel roles swapped)."""
+    h, w = a.shape[2:]
+    ap = xp.pad(a, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = 0
+    for i in range(3):
+        for j in range(3):
+            ii, jj = (2 - i, 2 - j) if grad_input else (i, j)
+            out = out + xp.einsum("nchw,ck->nkhw" if grad_input else "nchw,kc->nkhw",
+                                  ap[:, :, ii:ii + h, jj:jj + w], wt[:, :, i, j])
+    return out
 
 
 def _device_ref_fwd(xp, a, p):
-    """float64 3x3 pad-1 conv on the device: nine channel contractions."""
-    x, wt = a["input"], a["weight"]
-    h, w = x.shape[2:]
-    xpad = xp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    out = 0
-    for i in range(3):
-        for j in range(3):
-            out = out + xp.einsum("nchw,kc->nkhw", _taps(xp, xpad, i, j, h, w), wt[:, :, i, j])
-    return out
+    return _conv3x3(xp, a["input"], a["weight"], False)
 
 
 def _device_ref_bwd(xp, a, p):
-    """grad_input of the 3x3 pad-1 conv (the op's first output), float64 on the device."""
-    g, wt = a["grad_out"], a["weight"]
-    h, w = g.shape[2:]
-    gpad = xp.pad(g, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    out = 0
-    for i in range(3):
-        for j in range(3):
-            out = out + xp.einsum("nkhw,kc->nchw", _taps(xp, gpad, 2 - i, 2 - j, h, w),
-                                  wt[:, :, i, j])
-    return out
+    """grad_input (the op's first output)."""
+    return _conv3x3(xp, a["grad_out"], a["weight"], True)
 
 
 def _peer_fwd(torch, t, p):
@@ -183,7 +177,7 @@ FAMILY.bench(
           bars=(("float32", _SHAPES["full"][0], "ratio_vs_peer", 0.6, 1.0,
                  "conv2d fp32 3x3 64->64 56x56 N32 fwd vs cuDNN (TF32 off)"),
                 ("float16", _SHAPES["full"][0], "ratio_vs_peer", 0.5, 1.2,
-                 "conv2d fp16 same shape fwd vs cuDNN (SIMT here: no tensor cores yet)"))),
+                 "conv2d fp16 same shape fwd vs cuDNN (mma.sync, synchronous staging)"))),
     Bench("conv2d", "backward", shapes=_SHAPES, make=_bench_make_bwd,
           work=lambda s, i: _flop(s, i, passes=2),
           peer_name="cudnn (torch conv2d backward, TF32 off)", peer=_peer_bwd,
@@ -191,5 +185,5 @@ FAMILY.bench(
           bars=(("float32", _SHAPES["full"][0], "ratio_vs_peer", 0.6, 1.0,
                  "conv2d fp32 3x3 64->64 56x56 N32 backward (data + weight) vs cuDNN (TF32 off)"),
                 ("float16", _SHAPES["full"][0], "ratio_vs_peer", 0.5, 1.2,
-                 "conv2d fp16 same shape backward vs cuDNN (SIMT)"))),
+                 "conv2d fp16 same shape backward vs cuDNN (SIMT: no tensor cores in the backward)"))),
 )
