@@ -10,7 +10,7 @@ import pytest
 import cvkernels as cvk
 import cvkernels.functional as F
 from cvkernels import reference as ref
-from cvkernels.spec import FLOAT32
+from cvkernels.spec import BFLOAT16, FLOAT16, FLOAT32
 from cvkernels.specs import conv2d as K
 from runtimes import put, rt  # noqa: F401  (fixture)
 
@@ -85,7 +85,7 @@ def test_half_forward_small_integers_are_exact(rt, monkeypatch, dtype, tc):
         return launch(self, plan, **args)
     monkeypatch.setattr(Runtime, "launch", spy)
     monkeypatch.setattr(K, "USE_TENSOR_CORES", tc)
-    npt = K.FAMILY.dtypes[[d.name for d in K.FAMILY.dtypes].index(dtype)].np
+    npt = {"float16": FLOAT16, "bfloat16": BFLOAT16}[dtype].np
     rng = np.random.default_rng(11)
     x, w, b = (ints(rng, s, -2, 2).astype(npt) for s in ((2, 6, 7, 9), (10, 3, 3, 3), (10,)))
     p = dict(stride=2, padding=1, groups=2)
@@ -220,3 +220,18 @@ def test_functional_autograd_on_the_simulator(transposed, monkeypatch):
             K.WEIGHT_REDUCE.name, K.BACKWARD_BIAS.name} <= set(launched)
     for got, exp in zip((tx.grad, tw.grad, tb.grad), rb(g, x, w, b, **p)):
         np.testing.assert_array_equal(got.numpy(), exp)
+
+
+def test_plans_refuse_what_the_32_bit_tap_math_cannot_hold():
+    from cvkernels.device import H100
+    from cvkernels.errors import ArgumentError
+    geom = K._geometry(1, 2 ** 16, (3, 3), 4, (3, 3), 1, (2 ** 8, 2 ** 8), (1, 1), (0, 0),
+                       (1, 1))                     # K = 2^16 * 2^16 taps: past 2^31
+    for plan in (lambda: K.plan_gemm(H100, K.FORWARD, FLOAT32, geom, False),
+                 lambda: K.plan_tc_forward(H100, FLOAT16, geom, False)):
+        with pytest.raises(ArgumentError, match="conv2d_(tc_)?forward_kernel: the GEMM's K"):
+            plan()
+    big = K._geometry(2 ** 12, 1, (2 ** 10, 2 ** 10), 1, (2 ** 10, 2 ** 10), 1, (1, 1), (1, 1),
+                      (0, 0), (1, 1))               # 2^32 pixels to sum over
+    with pytest.raises(ArgumentError, match="conv2d_backward_weight_kernel: the GEMM's K"):
+        K.plan_backward_weight(H100, FLOAT32, big)
