@@ -41,8 +41,9 @@
 //   compute-bound: at the H200's ~67 TFLOP/s fp32 SIMT peak the floor is 0.11 ms (cuDNN fp32,
 //   TF32 off, measured 28.6 TFLOP/s = 0.26 ms). fp16 on this SIMT path has the same 0.11 ms
 //   floor, while cuDNN fp16 (tensor cores) ran at 107 TFLOP/s = 69 us: the fp16 bar (0.5x) needs
-//   tensor cores, hence conv2d_tc.cuh for the fp16/bf16 forward. backward_weight: the same FLOPs plus the
-//   workspace (splits * C_out * Cig*kH*kW * 4 B, e.g. 30 * 147 KB = 4.4 MB) written and read once.
+//   tensor cores, hence conv2d_tc.cuh for the fp16/bf16 forward. backward_weight: the same FLOPs
+//   plus the workspace (splits * C_out * Cig*kH*kW * 4 B, e.g. 30 * 147 KB = 4.4 MB) written and
+//   read once.
 // Ladder: v1 (this) SIMT implicit GEMM on the matmul tiles; unmeasured on a GPU so far.
 //   fp16/bf16 forwards go to the tensor-core kernel (conv2d_tc.cuh, v1: synchronous staging).
 //   Next rungs: a 64x128 tile for C_out = 64 (the bench shape wastes nothing in M then), 16-byte

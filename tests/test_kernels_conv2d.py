@@ -166,8 +166,8 @@ def test_argument_errors_are_the_reference_s(rt):
         ("conv2d: dilation must be positive", dict(dilation=(1, -1), groups=2)),
     ]
     for fragment, kw in cases:
-        msg = _same_error(lambda: K.conv2d_forward(rt, X, W, **kw),
-                          lambda: ref.conv2d_forward(x, w, **kw))
+        msg = _same_error(lambda kw=kw: K.conv2d_forward(rt, X, W, **kw),
+                          lambda kw=kw: ref.conv2d_forward(x, w, **kw))
         assert fragment in msg
     msg = _same_error(lambda: K.conv2d_forward(rt, X, W, put(rt, np.zeros(5, np.float32)),
                                                groups=2),

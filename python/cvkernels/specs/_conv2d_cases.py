@@ -185,5 +185,5 @@ FAMILY.bench(
           bars=(("float32", _SHAPES["full"][0], "ratio_vs_peer", 0.6, 1.0,
                  "conv2d fp32 3x3 64->64 56x56 N32 backward (data + weight) vs cuDNN (TF32 off)"),
                 ("float16", _SHAPES["full"][0], "ratio_vs_peer", 0.5, 1.2,
-                 "conv2d fp16 same shape backward vs cuDNN (SIMT: no tensor cores in the backward)"))),
+                 "conv2d fp16 same shape backward vs cuDNN (SIMT: no tensor cores here)"))),
 )

@@ -320,4 +320,4 @@ def conv_transpose2d_backward(rt, grad_out, input, weight, bias=None, stride=1, 
     return _squeeze(gx, unbatched), gw, gb
 
 
-from . import _conv2d_cases  # noqa: E402,F401  (the Cases and Bench entries of this family)
+from . import _conv2d_cases  # noqa: F401  (the Cases and Bench entries of this family)
