@@ -8,8 +8,9 @@
 //   bias   [N] when HAS_BIAS (linear: x @ W^T + b is TRANS_B with HAS_BIAS), else unused
 //   C      [batch, M, N], written, contiguous
 // Work split: one block per BM x BN tile of C (blockIdx.x over N, .y over M, .z strides over the
-// batch). Each of the (BM/TM)*(BN/TN) threads owns a TM x TN sub-tile, strided across the tile so
-// that shared-memory reads are conflict-free and stores coalesce. K advances in BK slices staged
+// batch); the mainloop is cvk/gemm_simt.cuh's, shared with conv2d. Each of the (BM/TM)*(BN/TN)
+// threads owns a TM x TN sub-tile, strided across the tile so that shared-memory reads are
+// conflict-free and stores coalesce. K advances in BK slices staged
 // through shared memory (A stored k-major, padded by 4 to spread the transposing stores over
 // banks). Out-of-range rows, columns and k are zero-filled on load and masked on store, so any
 // M, N, K >= 1 works.
@@ -25,6 +26,7 @@
 //   blocking, 8x8 per thread. Unmeasured on a GPU so far: see bench/results/.
 #pragma once
 #include "cvk/common.cuh"
+#include "cvk/gemm_simt.cuh"
 
 template <class T, int BM, int BN, int BK, int TM, int TN, bool TRANS_A, bool TRANS_B,
           bool HAS_BIAS>
@@ -38,66 +40,27 @@ matmul_forward_kernel(const T* __restrict__ A, const T* __restrict__ B,
                       long long M, long long N, long long K, long long stride_a,
                       long long stride_b) {
   using cvk::i64;
-  using acc_t = cvk::acc_t<T>;
-  constexpr int RT = BM / TM, CT = BN / TN, NT = RT * CT;  // thread rows, thread columns
-  constexpr int PAD = 4;
-  static_assert((BM * BK) % NT == 0 && (BN * BK) % NT == 0, "tile loads must split evenly");
-  __shared__ acc_t As[BK][BM + PAD];
-  __shared__ acc_t Bs[BK][BN];
+  using G = cvk::GemmSimt<BM, BN, BK, TM, TN>;
+  __shared__ typename G::Smem smem;
 
-  const int tid = threadIdx.x, tx = tid % CT, ty = tid / CT;
+  const int tid = threadIdx.x;
   const i64 m0 = static_cast<i64>(blockIdx.y) * BM, n0 = static_cast<i64>(blockIdx.x) * BN;
 
   for (i64 b = blockIdx.z; b < batch; b += gridDim.z) {
-    const T* Ab = A + b * stride_a;
-    const T* Bb = B + b * stride_b;
+    // B[k, n] is the row-major [K, N] matrix (TRANS_B: [N, K]) seen as N rows of length K.
+    const cvk::RowMajorLoader<T, TRANS_A> la{A + b * stride_a, m0, M, K};
+    const cvk::RowMajorLoader<T, !TRANS_B> lb{B + b * stride_b, n0, N, K};
     T* Cb = C + b * M * N;
-    acc_t acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-      for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
-
-    for (i64 k0 = 0; k0 < K; k0 += BK) {
-#pragma unroll
-      for (int i = tid; i < BM * BK; i += NT) {  // consecutive threads read consecutive memory
-        const int mm = TRANS_A ? i % BM : i / BK, kk = TRANS_A ? i / BM : i % BK;
-        const i64 m = m0 + mm, k = k0 + kk;
-        acc_t v = 0.f;
-        if (m < M && k < K) v = cvk::to_float(TRANS_A ? Ab[k * M + m] : Ab[m * K + k]);
-        As[kk][mm] = v;
-      }
-#pragma unroll
-      for (int i = tid; i < BN * BK; i += NT) {
-        const int nn = TRANS_B ? i / BK : i % BN, kk = TRANS_B ? i % BK : i / BN;
-        const i64 n = n0 + nn, k = k0 + kk;
-        acc_t v = 0.f;
-        if (n < N && k < K) v = cvk::to_float(TRANS_B ? Bb[n * K + k] : Bb[k * N + n]);
-        Bs[kk][nn] = v;
-      }
-      __syncthreads();
-#pragma unroll
-      for (int kk = 0; kk < BK; ++kk) {
-        acc_t a[TM], bv[TN];
-#pragma unroll
-        for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + i * RT];
-#pragma unroll
-        for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tx + j * CT];
-#pragma unroll
-        for (int i = 0; i < TM; ++i)
-#pragma unroll
-          for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
-      }
-      __syncthreads();  // the next slice overwrites As/Bs
-    }
+    float acc[TM][TN];
+    G::mainloop(acc, smem, 0, K, la, lb);
 
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-      const i64 m = m0 + ty + i * RT;
+      const i64 m = m0 + G::row(tid, i);
       if (m >= M) continue;
 #pragma unroll
       for (int j = 0; j < TN; ++j) {
-        const i64 n = n0 + tx + j * CT;
+        const i64 n = n0 + G::col(tid, j);
         if (n < N)
           Cb[m * N + n] = cvk::from_float<T>(HAS_BIAS ? acc[i][j] + cvk::to_float(bias[n])
                                                       : acc[i][j]);
