@@ -168,3 +168,41 @@ def test_plane_loop_and_split_cap_on_a_small_grid():
     np.testing.assert_array_equal(y, ref.conv2d_forward(*f64[1:], **kw_))
     for o, e in zip(got, ref.conv2d_backward(*f64, **kw_)):
         np.testing.assert_array_equal(o, e)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
+def test_functional_conv2d_dispatches_depthwise_shapes_here(unbatched, monkeypatch):
+    """functional.conv2d with groups == C_in == C_out launches only this family's kernels
+    (forward and backward, exact on small integers); a channel multiplier (C_out = 2 C_in)
+    stays on the implicit GEMM."""
+    import cvkernels as cvk
+    from cvkernels import functional as F
+    from cvkernels.backends.runtime import Runtime
+    launched, launch = [], Runtime.launch
+
+    def spy(self, plan, **args):
+        launched.append(plan.kernel.name)
+        return launch(self, plan, **args)
+    monkeypatch.setattr(Runtime, "launch", spy)
+    rng = np.random.default_rng(3)
+    x, w, b = ints(rng, (2, 5, 7, 6)), ints(rng, (5, 1, 3, 3)), ints(rng, 5)
+    if unbatched:
+        x = x[0]
+    p = dict(stride=2, padding=1)
+    want = ref.conv2d_forward(x, w, b, groups=5, **p)
+    g = ints(rng, want.shape)
+    with cvk.backend("sim"):
+        tx, tw, tb = (cvk.Tensor(a, requires_grad=True) for a in (x, w, b))
+        y = F.conv2d(tx, tw, tb, groups=5, **p)
+        (y * cvk.Tensor(g)).sum().backward()
+    np.testing.assert_array_equal(y.numpy(), want)
+    for got, exp in zip((tx.grad, tw.grad, tb.grad), ref.conv2d_backward(g, x, w, b, groups=5,
+                                                                        **p)):
+        np.testing.assert_array_equal(got.numpy(), exp)
+    mine = {k.name for k in K.FAMILY.kernels}
+    assert launched and set(launched) <= mine, launched
+    launched.clear()
+    with cvk.backend("sim"):
+        F.conv2d(x, ints(rng, (10, 1, 3, 3)), groups=5, **p)
+    assert launched and not set(launched) & mine, launched

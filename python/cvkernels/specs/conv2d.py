@@ -230,14 +230,19 @@ def _squeeze(a, unbatched):
     return a[0] if unbatched else a
 
 
-# ---- depthwise: THE single dispatch point (connected at merge) --------------------------------
+# ---- depthwise: the single dispatch point ------------------------------------------------------
 
-def _depthwise(rt, direction, **args):
-    """Where depthwise conv2d (groups == C_in == C_out) dispatches to its direct kernel
-    (``specs/conv2d_depthwise.py``, another helper's). Returns that op's result, or None to run
-    the implicit GEMM, which is also correct for depthwise shapes. Not connected yet: the
-    coordinator connects it at merge."""
-    return None
+def _depthwise(rt, direction, x, weight, groups, **args):
+    """Depthwise conv2d (groups == C_in == C_out, one filter per channel) runs on its direct
+    kernel, ``specs/conv2d_depthwise.py``: an implicit GEMM with a K of kH*kW wastes the tile.
+    ``x`` is the 4-D input and ``args`` the normalised stride, padding (the four ``pads``),
+    dilation, bias and, for the backward, the 4-D grad_out. Returns None for other shapes."""
+    if not (groups > 1 and x.shape[1] == groups and weight.shape[0] == groups):
+        return None
+    from . import conv2d_depthwise as dw
+    if direction == "forward":
+        return dw.depthwise_conv2d_forward(rt, x, weight, **args)
+    return dw.depthwise_conv2d_backward(rt, args.pop("grad_out"), x, weight, **args)
 
 
 # ---- ops ---------------------------------------------------------------------------------------
@@ -249,10 +254,10 @@ def conv2d_forward(rt, input, weight, bias=None, stride=1, padding=0, dilation=1
     x, unbatched, stride, pads, dilation, groups, out_hw = _conv2d_params(
         input, weight, bias, stride, padding, dilation, groups)
     dtype = need_dtype(rt, "conv2d", FAMILY, input=input, weight=weight, bias=bias)
-    dw = _depthwise(rt, "forward", input=input, weight=weight, bias=bias, stride=stride,
-                    padding=padding, dilation=dilation, groups=groups)
+    dw = _depthwise(rt, "forward", x, weight, groups, bias=bias, stride=stride, padding=pads,
+                    dilation=dilation)
     if dw is not None:
-        return dw
+        return _squeeze(dw, unbatched)
     geom = _geometry(x.shape[0], x.shape[1], x.shape[2:], weight.shape[0], out_hw, groups,
                      weight.shape[2:], stride, (pads[0], pads[2]), dilation)
     return _squeeze(_run_forward(rt, dtype, x, weight, bias, geom), unbatched)
@@ -269,10 +274,10 @@ def conv2d_backward(rt, grad_out, input, weight, bias=None, stride=1, padding=0,
         input, weight, bias, stride, padding, dilation, groups, fn=fn)
     gy = _grad_out4(rt, fn, grad_out, (x.shape[0], weight.shape[0]) + out_hw, unbatched)
     dtype = need_dtype(rt, fn, FAMILY, grad_out=grad_out, input=input, weight=weight, bias=bias)
-    dw = _depthwise(rt, "backward", grad_out=grad_out, input=input, weight=weight, bias=bias,
-                    stride=stride, padding=padding, dilation=dilation, groups=groups)
+    dw = _depthwise(rt, "backward", x, weight, groups, grad_out=gy, bias=bias, stride=stride,
+                    padding=pads, dilation=dilation)
     if dw is not None:
-        return dw
+        return (_squeeze(dw[0], unbatched),) + tuple(dw[1:])
     geom = _geometry(x.shape[0], x.shape[1], x.shape[2:], weight.shape[0], out_hw, groups,
                      weight.shape[2:], stride, (pads[0], pads[2]), dilation)
     gx = _run_backward_data(rt, dtype, gy, weight, None, geom)
