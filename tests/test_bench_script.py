@@ -64,6 +64,8 @@ def test_dry_run_writes_json_with_expected_keys(dry_run):
         if case["op"] in ("matmul", "matmul_tc"):
             M, N, K = case["shape"]
             assert case["flop"] == 2 * M * N * K
+        if "flop" in case:              # compute-bound cases (matmul, conv) report TFLOP/s
+            assert case["flop"] > 0 and "bytes" not in case
             assert all(r["tflops"] > 0 for r in case["results"] if r["status"] == "ok")
         else:
             assert "bytes" in case and "copy" in impls and impls["copy"]["check"]["exact"]
