@@ -102,16 +102,20 @@ def _check_grad_out(fn, grad_out, input, out_hw):
 
 
 def _check_indices(fn, indices, input, out_hw):
-    """The forward's int64 ``indices``: the output's shape, integers in [-1, H*W)."""
-    idx = np.asarray(indices)
+    """The forward's int64 ``indices``: the output's shape, integers in [-1, H*W). Works on
+    any array with numpy's methods (the kernels' callers pass CuPy arrays)."""
+    idx = indices if hasattr(indices, "shape") and hasattr(indices, "dtype") else \
+        np.asarray(indices)
     want = tuple(input.shape[:-2]) + tuple(out_hw)
-    if idx.shape != want or idx.dtype.kind not in "iu":
+    if tuple(idx.shape) != want or np.dtype(idx.dtype).kind not in "iu":
         raise ShapeError(f"{fn}: indices must be an integer array of shape {want}, "
                          f"got {idx.dtype} {tuple(idx.shape)}")
     hw = input.shape[-2] * input.shape[-1]
-    if idx.size and (idx.max() >= hw or idx.min() < -1):
-        raise ArgumentError(f"{fn}: indices must be in [-1, H*W = {hw}), got values in "
-                            f"[{idx.min()}, {idx.max()}]")
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if hi >= hw or lo < -1:
+            raise ArgumentError(f"{fn}: indices must be in [-1, H*W = {hw}), got values in "
+                                f"[{lo}, {hi}]")
     return idx
 
 
@@ -401,7 +405,8 @@ def avg_pool2d_backward(grad_out, input, kernel_size, stride=None, padding=0, ce
     fn = "avg_pool2d_backward"
     rows, cols, div = _avg_windows(fn, input, kernel_size, stride, padding, ceil_mode,
                                    count_include_pad, divisor_override)
-    g = _check_grad_out(fn, grad_out, input, div.shape).reshape(-1, *div.shape)
+    g = _check_grad_out(fn, grad_out, input, div.shape).reshape(
+        math.prod(input.shape[:-2]), *div.shape)
     gx = _window_sums_t(g / div, rows, cols, input.shape[-2:])
     return (gx.reshape(input.shape).astype(input.dtype),)
 
@@ -464,7 +469,8 @@ def adaptive_avg_pool2d_backward(grad_out, input, output_size):
     """
     fn = "adaptive_avg_pool2d_backward"
     rows, cols, div = _adaptive_windows(fn, input, output_size)
-    g = _check_grad_out(fn, grad_out, input, div.shape).reshape(-1, *div.shape)
+    g = _check_grad_out(fn, grad_out, input, div.shape).reshape(
+        math.prod(input.shape[:-2]), *div.shape)
     gx = _window_sums_t(g / div, rows, cols, input.shape[-2:])
     return (gx.reshape(input.shape).astype(input.dtype),)
 
