@@ -337,13 +337,19 @@ def _window_sums_t(g, rows, cols, hw):
     return _along(_segment_sum_t, t, 2, *cols, hw[1])
 
 
+@numba.njit(cache=True)
 def _avg_axis(size, k, s, p, n_out, count_include_pad):
-    """(start, end, count) of each output along one axis of avg_pool2d (torch's rule)."""
-    start = np.arange(n_out, dtype=np.int64) * s - p
-    end = np.minimum(start + k, size + p)      # a ceil_mode window is cut at the right padding
-    padded_count = end - start
-    start_c, end_c = np.maximum(start, 0), np.minimum(end, size)
-    return start_c, end_c, (padded_count if count_include_pad else end_c - start_c)
+    """(start, end, count) of each output along one axis of avg_pool2d (torch's rule: a
+    ceil_mode window is cut at the right padding; count with or without the padding)."""
+    start = np.empty(n_out, np.int64)
+    end = np.empty(n_out, np.int64)
+    count = np.empty(n_out, np.int64)
+    for i in range(n_out):
+        b = i * s - p
+        e = min(b + k, size + p)
+        start[i], end[i] = max(b, 0), min(e, size)
+        count[i] = e - b if count_include_pad else end[i] - start[i]
+    return start, end, count
 
 
 def _avg_params(fn, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -367,8 +373,8 @@ def _avg_windows(fn, input, kernel_size, stride, padding, ceil_mode, count_inclu
     k, s, p, (ho, wo) = _avg_params(fn, input, kernel_size, stride, padding, ceil_mode,
                                     count_include_pad, divisor_override)
     h, w = input.shape[-2:]
-    *rows, ch = _avg_axis(h, k[0], s[0], p[0], ho, count_include_pad)
-    *cols, cw = _avg_axis(w, k[1], s[1], p[1], wo, count_include_pad)
+    *rows, ch = _avg_axis(h, k[0], s[0], p[0], ho, bool(count_include_pad))
+    *cols, cw = _avg_axis(w, k[1], s[1], p[1], wo, bool(count_include_pad))
     if divisor_override is not None:
         div = np.full((ho, wo), float(divisor_override))
     else:
