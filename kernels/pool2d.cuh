@@ -140,6 +140,21 @@ __device__ __forceinline__ void for_adaptive_covering(i64 i, i64 n, i64 size, F 
   }
 }
 
+// The max forwards: y (and idx) of every output, windows from rows(oy) and cols(ox).
+template <class T, bool INDICES, class Rows, class Cols>
+__device__ __forceinline__ void max_forward(const T* __restrict__ x, T* __restrict__ y,
+                                            long long* __restrict__ indices, i64 planes, i64 H,
+                                            i64 W, i64 Ho, i64 Wo, Rows rows, Cols cols) {
+  for_each_position(planes, Ho, Wo, [&](i64 p, i64 oy, i64 ox) {
+    float best;
+    i64 idx;
+    window_max(x + p * H * W, W, rows(oy), cols(ox), best, idx);
+    const i64 o = (p * Ho + oy) * Wo + ox;
+    y[o] = from_float<T>(best);
+    if (INDICES) indices[o] = idx;
+  });
+}
+
 }  // namespace pool
 }  // namespace cvk
 
@@ -152,15 +167,10 @@ __global__ void max_pool2d_forward_kernel(const T* __restrict__ x, T* __restrict
                                           int kh, int kw, int sh, int sw, int ph, int pw, int dh,
                                           int dw) {
   using cvk::i64;
-  cvk::pool::for_each_position(planes, Ho, Wo, [&](i64 p, i64 oy, i64 ox) {
-    float best;
-    i64 idx;
-    cvk::pool::window_max(x + p * H * W, W, cvk::pool::max_window(oy, kh, sh, ph, dh, H),
-                          cvk::pool::max_window(ox, kw, sw, pw, dw, W), best, idx);
-    const i64 o = (p * Ho + oy) * Wo + ox;
-    y[o] = cvk::from_float<T>(best);
-    if (INDICES) indices[o] = idx;
-  });
+  cvk::pool::max_forward<T, INDICES>(
+      x, y, indices, planes, H, W, Ho, Wo,
+      [=](i64 oy) { return cvk::pool::max_window(oy, kh, sh, ph, dh, H); },
+      [=](i64 ox) { return cvk::pool::max_window(ox, kw, sw, pw, dw, W); });
 }
 
 template <class T>
@@ -273,15 +283,10 @@ __global__ void adaptive_max_pool2d_forward_kernel(const T* __restrict__ x, T* _
                                                    long long planes, long long H, long long W,
                                                    long long Ho, long long Wo) {
   using cvk::i64;
-  cvk::pool::for_each_position(planes, Ho, Wo, [&](i64 p, i64 oy, i64 ox) {
-    float best;
-    i64 idx;
-    cvk::pool::window_max(x + p * H * W, W, cvk::pool::adaptive_window(oy, Ho, H),
-                          cvk::pool::adaptive_window(ox, Wo, W), best, idx);
-    const i64 o = (p * Ho + oy) * Wo + ox;
-    y[o] = cvk::from_float<T>(best);
-    if (INDICES) indices[o] = idx;
-  });
+  cvk::pool::max_forward<T, INDICES>(
+      x, y, indices, planes, H, W, Ho, Wo,
+      [=](i64 oy) { return cvk::pool::adaptive_window(oy, Ho, H); },
+      [=](i64 ox) { return cvk::pool::adaptive_window(ox, Wo, W); });
 }
 
 template <class T>

@@ -72,22 +72,14 @@ def plan_grid(dev, kernel, values, planes, rows, cols):
 
 
 def plan_global(dev, dtype, planes, hw, aligned):
-    """Global average: one warp per plane up to 1024 elements (4 planes a block), else one
-    block per plane with ~8 loads per thread (128..1024 threads); 16-byte loads when every
-    plane starts 16-byte aligned."""
-    vec = 16 // dtype.np.itemsize
-    vec16 = aligned and hw % vec == 0
-    block = hw > 1024
-    if block:
-        want = ceil_div(ceil_div(hw, vec if vec16 else 1), 8)
-        threads = 128
-        while threads < want and threads < 1024:
-            threads *= 2
-        blocks = planes
-    else:
-        threads, blocks = 128, ceil_div(planes, 4)
-    return FAMILY.plan(GLOBAL_AVG, dict(T=dtype, BLOCK=block, VEC16=vec16),
-                       grid=(min(blocks, dev.max_grid[0]),), block=(threads,))
+    """Global average is a row reduction of [planes, hw], split as softmax splits its rows:
+    one warp per plane up to 1024 elements (4 planes a block), else one block per plane with
+    ~8 loads per thread (128..1024 threads); 16-byte loads when every plane starts aligned."""
+    from . import softmax
+    rows = softmax.plan(dev, softmax.FORWARD, dtype, planes, hw, False, aligned)
+    v = dict(zip((p.name for p in softmax.FORWARD.params), rows.values))
+    return FAMILY.plan(GLOBAL_AVG, dict(T=dtype, BLOCK=v["BLOCK"], VEC16=v["VEC16"]),
+                       grid=rows.grid, block=rows.block)
 
 
 # ---- shared op plumbing -----------------------------------------------------------------------
