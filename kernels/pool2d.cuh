@@ -10,9 +10,9 @@
 // Tensors: x, dx [P, H, W], y, dy, idx [P, Ho, Wo], P = N*C planes, contiguous; x, y, dx, dy of
 //   T = float, __half or __nv_bfloat16; idx int64 (torch's indices).
 // Work split: one thread per output (forwards) or per input element (backwards): threadIdx.x
-//   and blockIdx.x along the row, threadIdx.y/blockIdx.y along the columns' height with a
-//   grid-stride loop, blockIdx.z over planes with a grid-stride loop; no division in the index
-//   math. The plan sets blockDim.x = min(row length, 128) so a 56-wide row wastes no lanes.
+//   and blockIdx.x along a row, threadIdx.y and blockIdx.y down the plane's rows with a
+//   grid-stride loop, blockIdx.z over planes with a grid-stride loop; no division splits a flat
+//   index. The plan sets blockDim.x = min(row length, 128) so a 56-wide row wastes no lanes.
 //   Every backward is a gather over the outputs that can cover the input element (torch's
 //   NCHW CUDA scheme), not a scatter: no atomics. Global average pooling (output 1x1) is one
 //   warp per plane (BLOCK=false) or one block per plane (BLOCK=true, planes > 1024 elements),
@@ -30,7 +30,18 @@
 //   rate the floor is 0.031 ms (torch: 0.110 ms, also writing 51 MB of int64 indices; with
 //   return_indices ours moves 180 MB, floor 0.043 ms). 9 compares per output: 58 MFLOP, nothing.
 //   Global average pool 32x2048x7x7 fp32: 12.8 MB read, 0.26 MB written: floor 3 us.
-// ptxas -v (sm_90, nvcc 13, fp32): see the table at the end of this file.
+// ptxas -v (sm_90, nvcc 13; registers fp32/fp16/bf16, no spills, no stack anywhere):
+//   max_pool2d_forward <INDICES=false/true> 36/36/36 | max_pool2d_backward 56/48/48
+//   avg_pool2d_forward 48/48/48 | avg_pool2d_backward 56/56/56
+//   adaptive_avg_pool2d_forward 39/34/34 | adaptive_avg_pool2d_backward 64/64/64
+//   adaptive_max_pool2d_forward <false> 37, <true> 46 | adaptive_max_pool2d_backward 66
+//   global_avg_pool2d_forward <BLOCK,VEC16> ff 31/30/30, ft 34/32/32, tf 28, tt 30 (1 barrier,
+//   128 B smem). The bench kernel (36 registers, 56x4 = 224 threads) fits 8 blocks = 1792
+//   threads an SM (88% occupancy): enough loads in flight for a bandwidth-bound kernel.
+//   SASS not read (no cuobjdump on this host).
+// Ladder: v1 (this file) is one thread per output reading its window through L1; untimed (no
+//   GPU in this session). Next rungs if it misses the bar: 2 outputs per thread along a row
+//   (shares a column of taps at stride 2), then a shared-memory tile of input rows.
 #pragma once
 #include "cvk/common.cuh"
 #include "cvk/vec.cuh"

@@ -138,6 +138,8 @@ FAMILY.case(
     *avg_cases("avg_pool2d", (1, 2, 11, 13), dict(kernel_size=2, stride=3), check=False),
     *avg_cases("avg_pool2d", (1, 1, 1, 1), dict(kernel_size=1), check=False),
     *avg_cases("avg_pool2d", (0, 2, 4, 4), dict(kernel_size=2), check=False),
+    *avg_cases("avg_pool2d", (3, 7, 6), dict(kernel_size=2, stride=1, padding=1,
+                                              count_include_pad=False), check=False),
     # adaptive: non-divisible sizes, more outputs than inputs, global (warp and block per
     # plane), unbatched, empty batch and channels, output size 0
     *avg_cases("adaptive_avg_pool2d", (2, 3, 7, 5), dict(output_size=(3, 2))),
