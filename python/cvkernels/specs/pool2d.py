@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..errors import ArgumentError
-from ..spec import (ALL_DTYPES, I32, I64, In, Kernel, Out, Family, bool_param, ceil_div,
+from ..spec import (ALL_DTYPES, I32, I64, Family, In, Kernel, Out, bool_param, ceil_div,
                     dtype_param)
 from ._common import aligned16, check_grad_out, need_dtype
 
@@ -248,4 +248,4 @@ def adaptive_max_pool2d_backward(rt, grad_out, input, output_size, return_indice
     return _run_backward(rt, AMAX_BACKWARD, dtype, grad_out, input, out_hw, indices)
 
 
-from . import _pool2d_cases  # noqa: E402,F401  (the family's test cases and benches)
+from . import _pool2d_cases  # noqa: F401  (the family's test cases and benches)
