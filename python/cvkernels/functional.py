@@ -41,8 +41,8 @@ from .autograd import Tensor
 from .autograd.op import Op, fallback
 
 __all__ = ["matmul", "linear", "softmax", "log_softmax", "conv2d", "conv_transpose2d",
-           "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "batch_norm_act",
-           "layer_norm",
+           "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
+           "batch_norm", "batch_norm_act", "layer_norm",
            "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "dropout", "cross_entropy",
            "multi_margin_loss", "scaled_dot_product_attention", "multi_head_attention",
            "multi_head_attention_forward", "pad", "group_norm"]
@@ -73,6 +73,8 @@ _sigmoid = Op("sigmoid", saves=("output",))
 _tanh = Op("tanh", saves=("output",))
 _max_pool2d = Op("max_pool2d", outputs=("output", "indices"), extra={"return_indices": True},
                  saves=("*", "indices"))
+_adaptive_max_pool2d = Op("adaptive_max_pool2d", outputs=("output", "indices"),
+                          extra={"return_indices": True}, saves=("*", "indices"))
 _dropout = Op("dropout", saves=("p", "training", "seed", "offset"))   # no mask: regenerated
 # batch norm: the forward also returns the statistics it normalised with, which the backward
 # takes instead of recomputing them (the running statistics are not needed, hence not saved)
@@ -185,6 +187,13 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 def adaptive_avg_pool2d(input, output_size):
     """Adaptive 2-D average pooling to ``output_size`` (an int or a pair; None keeps a size)."""
     return _adaptive_avg_pool2d(input=input, output_size=output_size)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Adaptive 2-D max pooling to ``output_size``; with ``return_indices`` also the int64 flat
+    index (into H*W) of each maximum."""
+    out, indices = _adaptive_max_pool2d(input=input, output_size=output_size)
+    return (out, indices) if return_indices else out
 
 
 # ---------------------------------------------------------------------------- normalisation

@@ -19,8 +19,9 @@ from . import init
 from .module import Module, Parameter
 from .norm import affine_parameters
 
-__all__ = ["Linear", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "MaxPool2d",
-           "AvgPool2d", "AdaptiveAvgPool2d", "ReLU", "LeakyReLU", "ELU", "GELU", "Sigmoid",
+__all__ = ["Linear", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
+           "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "ReLU", "LeakyReLU",
+           "ELU", "GELU", "Sigmoid",
            "Tanh", "Softmax", "LogSoftmax", "Dropout", "Flatten", "Identity",
            "MultiheadAttention", "Sequential", "ModuleList", "CrossEntropyLoss",
            "MultiMarginLoss"]
@@ -316,6 +317,22 @@ class AdaptiveAvgPool2d(Module):
     def forward(self, input):
         """Pool ``input``."""
         return F.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self):
+        """The constructor arguments shown in the repr."""
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """Adaptive 2-D max pooling to ``output_size`` (``return_indices`` as torch)."""
+
+    def __init__(self, output_size, return_indices=False):
+        super().__init__()
+        self.output_size, self.return_indices = output_size, return_indices
+
+    def forward(self, input):
+        """Pool ``input``."""
+        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
 
     def extra_repr(self):
         """The constructor arguments shown in the repr."""
