@@ -42,7 +42,8 @@ from .autograd.op import Op, fallback
 __all__ = ["matmul", "linear", "softmax", "log_softmax", "conv2d", "conv_transpose2d",
            "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
            "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "dropout", "cross_entropy",
-           "multi_margin_loss", "scaled_dot_product_attention", "multi_head_attention"]
+           "multi_margin_loss", "scaled_dot_product_attention", "multi_head_attention",
+           "nll_loss"]
 
 
 def __getattr__(name):
@@ -59,6 +60,7 @@ _matmul, _linear, _conv2d, _conv_transpose2d = (Op(n) for n in (
 _avg_pool2d, _adaptive_avg_pool2d = Op("avg_pool2d"), Op("adaptive_avg_pool2d")
 _relu, _leaky_relu, _elu, _gelu = (Op(n) for n in ("relu", "leaky_relu", "elu", "gelu"))
 _cross_entropy, _multi_margin_loss = Op("cross_entropy"), Op("multi_margin_loss")
+_nll_loss = Op("nll_loss")
 _sdpa = Op("scaled_dot_product_attention")
 
 # ops whose backward departs from it
@@ -256,6 +258,16 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     _no_legacy("cross_entropy", size_average, reduce)
     return _cross_entropy(input=input, target=target, weight=weight, ignore_index=ignore_index,
                           reduction=reduction, label_smoothing=label_smoothing)
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
+    """Negative log-likelihood of log-probabilities ``input`` ``(N, C, *)`` against class
+    indices. ``size_average``/``reduce`` are torch's deprecated arguments, kept only for
+    positional compatibility; passing them raises."""
+    _no_legacy("nll_loss", size_average, reduce)
+    return _nll_loss(input=input, target=target, weight=weight, ignore_index=ignore_index,
+                     reduction=reduction)
 
 
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None,

@@ -245,6 +245,7 @@ class Bench:
     device_ref: Callable | None = None
     dtypes: tuple = (FLOAT32,)
     bars: tuple = ()   # (dtype name, shape, metric, bar, goal, what)
+    call: Callable | None = None   # call(fn, rt, arrays, params) -> outputs; default fn(**a, **p)
 
 
 # ---- the family -------------------------------------------------------------------------------
