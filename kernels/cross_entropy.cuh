@@ -56,6 +56,21 @@ __device__ __forceinline__ void flag_bad_row(unsigned* bad, i64 row) {
   if (bad) atomicMin(bad, static_cast<unsigned>(row < 0xfffffffeLL ? row : 0xfffffffeLL));
 }
 
+// Fold VEC logits into the running (m, s) with one rescale: the chunk's NaN-propagating max,
+// then sum expf(v - max). One expf per logit plus one per chunk, not two per logit (the MUFU
+// pipe is the forward's second-tightest limit after DRAM). A chunk of -inf adds nothing (its
+// NaN sum is dropped by ms_merge); +inf or NaN make s NaN, as torch's row.
+template <int VEC>
+__device__ __forceinline__ void ms_fold(float& m, float& s, const float (&v)[VEC]) {
+  float cm = v[0];
+#pragma unroll
+  for (int i = 1; i < VEC; ++i) cm = (cm != cm || v[i] != v[i]) ? cm + v[i] : fmaxf(cm, v[i]);
+  float cs = 0.f;
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) cs += expf(v[i] - cm);
+  ms_merge(m, s, cm, cs);
+}
+
 }  // namespace cvk
 
 template <class T, int MODE, bool BLOCK, bool VEC16>
@@ -87,9 +102,9 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ x,
         }
       }
       if (MODE == 2) cvk::load_vec<T, VEC>(target_prob + row * cols + c, tv);
+      cvk::ms_fold<VEC>(m, s, v);
 #pragma unroll
       for (int i = 0; i < VEC; ++i) {
-        cvk::ms_merge(m, s, v[i], 1.f);
         if (MODE == 1) {
           a += wv[i] * v[i];
           b += wv[i];
@@ -177,9 +192,9 @@ __global__ void cross_entropy_backward_kernel(const T* __restrict__ grad_out,
         }
       }
       if (MODE == 2) cvk::load_vec<T, VEC>(pr + c, tv);
+      cvk::ms_fold<VEC>(m, s, v);
 #pragma unroll
       for (int i = 0; i < VEC; ++i) {
-        cvk::ms_merge(m, s, v[i], 1.f);
         if (MODE == 1) b += wv[i];
         if (MODE == 2) b += (tv[i] * keep + smooth) * wv[i];
       }
