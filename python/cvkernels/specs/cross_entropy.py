@@ -108,7 +108,7 @@ def _raise_bad(fn, bad, t_flat, n_classes, ignore_index):
 def _reduce(rt, dtype, loss, w, n, mean, count, want_out=True):
     """Deterministic two-stage sum of per-row losses (and weights): (out 0-d T or None,
     result float32[2] = {sum of losses, denominator})."""
-    xp, dev = rt.xp, rt.device()
+    xp = rt.xp
     result = xp.empty(2, dtype=np.float32)
     out = xp.empty((), dtype=dtype.np) if want_out else None
     blocks = min(ceil_div(n, REDUCE_CHUNK), 1024)
@@ -203,17 +203,17 @@ def _rows_then_reduce(rt, a, fn, ignore_index, reduction, launch):
                    a.rows)[0]
 
 
-def _denominator(rt, a, ignore_index, fn):
+def _denominator(rt, a, ignore_index, bad):
     """The mean's divisor on the device (float32[1]): sum of w[t] over non-ignored rows, or the
-    row count for probability targets."""
+    row count for probability targets. Bad targets set ``bad``; the caller raises after its
+    own launch (one flag read per op)."""
     xp = rt.xp
     if a.prob:
         return xp.full((1,), a.rows, dtype=np.float32)
-    row_w, bad = xp.empty(a.rows, np.float32), _flag(xp)
+    row_w = xp.empty(a.rows, np.float32)
     rt.launch(flat_plan(rt.device(), NLL_FORWARD, a.dtype, a.rows), x=None, target=a.t,
               weight=a.weight, row_loss=None, row_w=row_w, out=None, bad=bad, rows=a.rows,
               cols=a.C, inner=1, ignore_index=ignore_index)
-    _raise_bad(fn, bad, a.t, a.C, ignore_index)
     _, result = _reduce(rt, a.dtype, None, row_w, a.rows, False, 0, want_out=False)
     return result[1:]
 
@@ -259,12 +259,12 @@ def cross_entropy_backward(rt, grad_out, input, target, weight=None, ignore_inde
         return gi, (xp.zeros(target.shape, dtype=a.dtype.np) if a.prob else None), None
     xl = a.class_last(xp, a.x)
     tp = a.class_last(xp, a.t) if a.prob else None
-    denom = _denominator(rt, a, ignore_index, fn) if reduction == "mean" else None
+    bad = None if a.prob else _flag(xp)
+    denom = _denominator(rt, a, ignore_index, bad) if reduction == "mean" else None
     keep, smooth = _keep_smooth(label_smoothing, a.C)
     mode = 2 if a.prob else (1 if float(label_smoothing) > 0 else 0)
     gi = xp.empty_like(xl)
     gt = xp.empty_like(tp) if a.prob else None
-    bad = None if a.prob else _flag(xp)
     p = row_plan(rt.device(), BACKWARD, a.dtype, a.rows, a.C, mode,
                  aligned16(xl, tp, a.weight, gi, gt))
     rt.launch(p, grad_out=a.g, denom=denom, x=xl, target=None if a.prob else a.t,
@@ -303,9 +303,9 @@ def nll_loss_backward(rt, grad_out, input, target, weight=None, ignore_index=-10
     if a.rows == 0 or a.C == 0:
         a.host_bad_check(fn, ignore_index)
         return xp.zeros(input.shape, dtype=a.dtype.np), None, None
-    denom = _denominator(rt, a, ignore_index, fn) if reduction == "mean" else None
-    gi = xp.empty(a.shape, dtype=a.dtype.np)
     bad = _flag(xp)
+    denom = _denominator(rt, a, ignore_index, bad) if reduction == "mean" else None
+    gi = xp.empty(a.shape, dtype=a.dtype.np)
     rt.launch(flat_plan(rt.device(), NLL_BACKWARD, a.dtype, a.rows * a.C), grad_out=a.g,
               denom=denom, target=a.t, weight=a.weight, grad_in=gi, bad=bad, rows=a.rows,
               cols=a.C, inner=a.inner, gstride=1 if reduction == "none" else 0,
