@@ -33,12 +33,16 @@
 //   m or s NaN, so the whole row's loss and gradient are NaN; a row of all -inf gives
 //   lse = -inf and NaN; 0 * -inf is computed, not skipped (a zero weight or probability
 //   against a -inf logit is NaN, as torch's multiply). The smoothing sum is formed as
-//   W * lse - sum w x (one pass), which costs a cancellation of about C u max|w x|.
+//   W * lse - sum w x (one pass), which costs a cancellation of (K + 40) u sum|w x| with
+//   K = ceil(C / 32) (the spec's error model). One expf per logit (+ one per 16-byte vector).
 // Napkin math (8192 x 8192 fp32, class targets, fwd + bwd): forward reads 268 MB, backward
 //   reads 268 MB (+ a second read meant for L1/L2) and writes 268 MB: >= 805 MB of DRAM
 //   traffic, 0.19 ms at the H200's ~4.2 TB/s copy rate (0.24 ms at the H100's 3.35 TB/s).
-//   torch (log_softmax + nll_loss, and their backwards) moves >= 5 x 268 MB: 0.32 ms at
-//   4.2 TB/s. FLOPs (~10 per logit, 2 expf) are far below either machine's compute floor.
+//   torch's unfused path (log_softmax out, nll_loss, a zero-filled grad of logp, then
+//   log_softmax's backward reading that grad and its output) moves >= 6 x 268 MB = 1.6 GB:
+//   0.38 ms at 4.2 TB/s, so the floor ratio is ~2x. FLOPs (~15 per logit, 3 expf over fwd +
+//   bwd) stay far below the compute floor. Each op reads the 4-byte bad-target flag back
+//   (one host sync per call, a few microseconds), the price of raising on the host.
 // ptxas -v (sm_90, nvcc 13.0, the generated TUs; all 78 instantiations: 0 spills, 0 stack):
 //   forward fp32, MODE 0/1/2: BLOCK+VEC16 32/39/39 registers, warp+VEC16 32/40/47;
 //   backward fp32: BLOCK+VEC16 32/32/32, warp+VEC16 32/40/40; fp16/bf16 at most 63 (forward
