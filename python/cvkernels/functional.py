@@ -45,7 +45,7 @@ __all__ = ["matmul", "linear", "softmax", "log_softmax", "conv2d", "conv_transpo
            "batch_norm", "batch_norm_act", "layer_norm",
            "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "dropout", "cross_entropy",
            "multi_margin_loss", "scaled_dot_product_attention", "multi_head_attention",
-           "multi_head_attention_forward", "pad", "group_norm"]
+           "multi_head_attention_forward", "pad", "group_norm", "nll_loss"]
 
 
 def __getattr__(name):
@@ -62,6 +62,7 @@ _matmul, _linear, _conv2d, _conv_transpose2d = (Op(n) for n in (
 _avg_pool2d, _adaptive_avg_pool2d = Op("avg_pool2d"), Op("adaptive_avg_pool2d")
 _relu, _leaky_relu, _elu, _gelu = (Op(n) for n in ("relu", "leaky_relu", "elu", "gelu"))
 _cross_entropy, _multi_margin_loss = Op("cross_entropy"), Op("multi_margin_loss")
+_nll_loss = Op("nll_loss")
 _pad, _group_norm = Op("pad"), Op("group_norm")
 _sdpa = Op("scaled_dot_product_attention", outputs=("output", "dropout_mask"),
            extra={"return_mask": True}, saves=("*", "dropout_mask"))
@@ -323,6 +324,16 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     _no_legacy("cross_entropy", size_average, reduce)
     return _cross_entropy(input=input, target=target, weight=weight, ignore_index=ignore_index,
                           reduction=reduction, label_smoothing=label_smoothing)
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
+    """Negative log-likelihood of log-probabilities ``input`` ``(N, C, *)`` against class
+    indices. ``size_average``/``reduce`` are torch's deprecated arguments, kept only for
+    positional compatibility; passing them raises."""
+    _no_legacy("nll_loss", size_average, reduce)
+    return _nll_loss(input=input, target=target, weight=weight, ignore_index=ignore_index,
+                     reduction=reduction)
 
 
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None,

@@ -247,7 +247,7 @@ class Bench:
     device_ref: Callable | None = None
     dtypes: tuple = (FLOAT32,)
     bars: tuple = ()   # (dtype name, shape, metric, bar, goal, what)
-    call: Callable | None = None   # call(fn, rt, arrays, params), as Case.call (fn may be None)
+    call: Callable | None = None   # call(fn, rt, arrays, params) -> outputs; default fn(**a, **p)
     # False when the peer draws its own random numbers (dropout): its output is then only
     # checked to be finite, and does not set the fp16/bf16 error allowance of ours
     peer_same_output: bool = True

@@ -24,7 +24,7 @@ __all__ = ["Linear", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", 
            "ELU", "GELU", "Sigmoid",
            "Tanh", "Softmax", "LogSoftmax", "Dropout", "Flatten", "Identity",
            "MultiheadAttention", "Sequential", "ModuleList", "CrossEntropyLoss",
-           "MultiMarginLoss"]
+           "MultiMarginLoss", "NLLLoss"]
 
 
 def _empty(shape, dtype):
@@ -557,6 +557,22 @@ class CrossEntropyLoss(Module):
         """The loss of logits ``input`` against ``target``."""
         return F.cross_entropy(input, target, self.weight, ignore_index=self.ignore_index,
                                reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+class NLLLoss(Module):
+    """``F.nll_loss`` as a module (torch's argument order, deprecated ones must be None)."""
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean"):
+        super().__init__()
+        F._no_legacy("NLLLoss", size_average, reduce)
+        self.register_buffer("weight", weight)
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+    def forward(self, input, target):
+        """The loss of log-probabilities ``input`` against ``target``."""
+        return F.nll_loss(input, target, self.weight, ignore_index=self.ignore_index,
+                          reduction=self.reduction)
 
 
 class MultiMarginLoss(Module):
