@@ -29,13 +29,12 @@ def box_iou(boxes1, boxes2):
 def nms(boxes, scores, iou_threshold):
     """Indices (int64) of the boxes kept by greedy NMS, by decreasing score; a box is
     suppressed when its IoU with a kept box is > ``iou_threshold``."""
-    return _nms(boxes=boxes, scores=scores, iou_threshold=float(iou_threshold))
+    return _nms(boxes=boxes, scores=scores, iou_threshold=iou_threshold)
 
 
 def batched_nms(boxes, scores, idxs, iou_threshold):
     """NMS per category ``idxs``; boxes of different categories never suppress each other."""
-    return _batched_nms(boxes=boxes, scores=scores, idxs=idxs,
-                        iou_threshold=float(iou_threshold))
+    return _batched_nms(boxes=boxes, scores=scores, idxs=idxs, iou_threshold=iou_threshold)
 
 
 def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):

@@ -9,6 +9,7 @@ import numba
 import numpy as np
 
 from .._checks import check_float
+from ..errors import ArgumentError, ArgumentTypeError, ShapeError
 
 __all__ = [
     "box_iou_forward", "box_iou",
@@ -21,7 +22,7 @@ def _check_boxes(fn: str, name: str, boxes) -> np.ndarray:
     b = np.asarray(boxes)
     check_float(fn, name, b)
     if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"{fn}: {name} must have shape [N, 4], got {tuple(b.shape)}")
+        raise ShapeError(f"{fn}: {name} must have shape [N, 4], got {tuple(b.shape)}")
     return b
 
 
@@ -48,7 +49,7 @@ def box_iou_forward(boxes1, boxes2):
 box_iou = box_iou_forward
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")   # 0/0 (two zero-area boxes) is NaN, as torch
 def _nms_kernel(boxes, order, iou_threshold):
     """Greedy NMS over ``order`` (indices by decreasing score); float64 boxes. Returns kept idx."""
     n = order.shape[0]
@@ -81,19 +82,22 @@ def _check_scores(fn: str, scores, n: int) -> np.ndarray:
     s = np.asarray(scores)
     check_float(fn, "scores", s)
     if s.shape != (n,):
-        raise ValueError(f"{fn}: scores must have shape [{n}] (one per box), got {tuple(s.shape)}")
+        raise ShapeError(f"{fn}: scores must have shape [{n}] (one per box), got {tuple(s.shape)}")
     if np.isnan(s).any():
-        raise ValueError(f"{fn}: scores must not contain NaN")
+        raise ArgumentError(f"{fn}: scores must not contain NaN")
     return s
 
 
 def _check_threshold(fn: str, iou_threshold) -> float:
+    if isinstance(iou_threshold, (bool, np.bool_, str, bytes)):
+        raise ArgumentTypeError(f"{fn}: iou_threshold must be a number, got {iou_threshold!r}")
     try:
         t = float(iou_threshold)
     except (TypeError, ValueError):
-        raise ValueError(f"{fn}: iou_threshold must be a number, got {iou_threshold!r}") from None
+        raise ArgumentTypeError(f"{fn}: iou_threshold must be a number, "
+                                f"got {iou_threshold!r}") from None
     if np.isnan(t):
-        raise ValueError(f"{fn}: iou_threshold must not be NaN")
+        raise ArgumentError(f"{fn}: iou_threshold must not be NaN")
     return t
 
 
@@ -134,9 +138,9 @@ def batched_nms_forward(boxes, scores, idxs, iou_threshold):
     s = _check_scores(fn, scores, b.shape[0])
     ix = np.asarray(idxs)
     if ix.dtype.kind not in "iu":
-        raise TypeError(f"{fn}: idxs must have an integer dtype, got {ix.dtype}")
+        raise ArgumentTypeError(f"{fn}: idxs must have an integer dtype, got {ix.dtype}")
     if ix.shape != (b.shape[0],):
-        raise ValueError(f"{fn}: idxs must have shape [{b.shape[0]}] (one per box), "
+        raise ShapeError(f"{fn}: idxs must have shape [{b.shape[0]}] (one per box), "
                          f"got {tuple(ix.shape)}")
     thr = _check_threshold(fn, iou_threshold)
     if b.shape[0] == 0:
