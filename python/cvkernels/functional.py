@@ -197,6 +197,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
     """Layer normalisation over the trailing ``normalized_shape`` dims."""
+    from ._boundary import check_call
+    check_call("layer_norm", {"normalized_shape": normalized_shape})   # before tuple() below
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
         else tuple(normalized_shape)
     return _layer_norm(input=input, normalized_shape=normalized_shape, weight=weight, bias=bias,
