@@ -46,7 +46,8 @@ def test_non_array_is_a_type_error_naming_the_argument(call, bad):
         call(bad)
 
 
-@pytest.mark.parametrize("backend", ["cpu", pytest.param("sim", marks=[pytest.mark.sim, _sim_skip])])
+@pytest.mark.parametrize("backend", ["cpu",
+                                     pytest.param("sim", marks=[pytest.mark.sim, _sim_skip])])
 def test_np_matrix_is_an_ndarray_on_every_backend(backend):
     m = np.matrix(np.arange(9, dtype=np.float32).reshape(3, 3))
     v = np.ones(3, np.float32)
@@ -92,7 +93,8 @@ torch = pytest.importorskip("torch")
     (lambda: torch.ones(2, 3, dtype=torch.complex64).conj().imag, "negative view"),
 ], ids=["meta", "sparse", "complex", "neg-bit"])
 def test_torch_tensors_the_layer_cannot_take(make, match):
-    with pytest.raises((ArgumentError, ArgumentTypeError), match=f"relu: argument 'input'.*{match}"):
+    with pytest.raises((ArgumentError, ArgumentTypeError),
+                       match=f"relu: argument 'input'.*{match}"):
         F.relu(make())
 
 
@@ -123,7 +125,8 @@ def test_torch_dtype_argument():
 # ---------------------------------------------------------------- constructors and optimisers
 @pytest.mark.parametrize("make, name", [
     (lambda: cvk.nn.Linear(-1, 3), "in_features"), (lambda: cvk.nn.Linear(3, -2), "out_features"),
-    (lambda: cvk.nn.BatchNorm2d(-1), "num_features"), (lambda: cvk.nn.Conv2d(1, 3, 0), "kernel_size"),
+    (lambda: cvk.nn.BatchNorm2d(-1), "num_features"),
+    (lambda: cvk.nn.Conv2d(1, 3, 0), "kernel_size"),
     (lambda: cvk.nn.Conv2d(-1, 3, 1), "in_channels"),
 ])
 def test_constructor_arguments_are_named(make, name):

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from .._checks import check_float, check_ndim, pair
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ArgumentTypeError, ShapeError
 
 # Bounds on what sets a loop count or an allocation (torchvision has none; without them a
 # careless argument, e.g. sampling_ratio=10**12 or a box of 1e12 pixels, runs for ever):
@@ -35,7 +35,7 @@ def _rois(fn: str, boxes, batch_size: int) -> np.ndarray:
             b = np.asarray(b)
             check_float(fn, f"boxes[{i}]", b)
             if b.ndim != 2 or b.shape[1] != 4:
-                raise ValueError(f"{fn}: boxes[{i}] must have shape [L, 4], got {tuple(b.shape)}")
+                raise ShapeError(f"{fn}: boxes[{i}] must have shape [L, 4], got {tuple(b.shape)}")
             parts.append(np.concatenate([np.full((b.shape[0], 1), i, np.float64),
                                          b.astype(np.float64)], axis=1))
         rois = np.concatenate(parts) if parts else np.zeros((0, 5), np.float64)
@@ -43,12 +43,12 @@ def _rois(fn: str, boxes, batch_size: int) -> np.ndarray:
         b = np.asarray(boxes)
         check_float(fn, "boxes", b)
         if b.ndim != 2 or b.shape[1] != 5:
-            raise ValueError(f"{fn}: boxes must have shape [K, 5], got {tuple(b.shape)}")
+            raise ShapeError(f"{fn}: boxes must have shape [K, 5], got {tuple(b.shape)}")
         rois = b.astype(np.float64)
     bi = rois[:, 0]
     bad = ~((bi >= 0) & (bi < batch_size) & (bi == np.floor(bi)))
     if bad.any():
-        raise ValueError(f"{fn}: boxes batch indices must be integers in [0, {batch_size}), "
+        raise ArgumentError(f"{fn}: boxes batch indices must be integers in [0, {batch_size}), "
                          f"got {bi[bad][0]!r}")
     return np.ascontiguousarray(rois)
 
@@ -68,7 +68,7 @@ def _check_sampling(fn, rois, channels, ph, pw, spatial_scale, sampling_ratio, a
     total number of bilinear samples; returns sampling_ratio as an int."""
     if isinstance(sampling_ratio, (bool, np.bool_)) or not isinstance(
             sampling_ratio, (int, np.integer)):
-        raise ArgumentError(f"{fn}: sampling_ratio must be an int, got {sampling_ratio!r}")
+        raise ArgumentTypeError(f"{fn}: sampling_ratio must be an int, got {sampling_ratio!r}")
     sr = int(sampling_ratio)
     if sr > MAX_GRID_SIDE:
         raise ArgumentError(f"{fn}: sampling_ratio must be at most {MAX_GRID_SIDE}, got {sr}")
@@ -111,7 +111,7 @@ def _input_shape(fn: str, input_shape) -> tuple[int, int, int, int]:
     except TypeError:
         shp = ()
     if len(shp) != 4 or min(shp) < 0:
-        raise ValueError(f"{fn}: input_shape must be (N, C, H, W), got {input_shape!r}")
+        raise ArgumentError(f"{fn}: input_shape must be (N, C, H, W), got {input_shape!r}")
     return shp
 
 
@@ -119,7 +119,7 @@ def _grad_out(fn: str, grad_out, want) -> np.ndarray:
     g = np.asarray(grad_out)
     check_float(fn, "grad_out", g)
     if g.shape != tuple(want):
-        raise ValueError(f"{fn}: grad_out must have shape {tuple(want)}, got {g.shape}")
+        raise ShapeError(f"{fn}: grad_out must have shape {tuple(want)}, got {g.shape}")
     return g
 
 
@@ -392,11 +392,13 @@ def roi_pool_backward(grad_out, argmax, boxes, input_shape, output_size, spatial
     g = _grad_out(fn, grad_out, want)
     am = np.asarray(argmax)
     if am.dtype.kind not in "iu":
-        raise TypeError(f"roi_pool_backward: argmax must have an integer dtype, got {am.dtype}")
+        raise ArgumentTypeError(f"roi_pool_backward: argmax must have an integer dtype, "
+                                f"got {am.dtype}")
     if am.shape != want:
-        raise ValueError(f"roi_pool_backward: argmax must have shape {want}, got {am.shape}")
+        raise ShapeError(f"roi_pool_backward: argmax must have shape {want}, got {am.shape}")
     if ((am < -1) | (am >= shp[2] * shp[3])).any():
-        raise ValueError(f"roi_pool_backward: argmax values must be in [-1, {shp[2] * shp[3]})")
+        raise ArgumentError(f"roi_pool_backward: argmax values must be in "
+                            f"[-1, {shp[2] * shp[3]})")
     grad_in = np.zeros((shp[0], shp[1], shp[2] * shp[3]), np.float64)
     if g.size:
         sel = am >= 0
