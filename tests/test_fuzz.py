@@ -21,8 +21,9 @@ takes, beyond the fallback seeds of tests/fuzz_seeds.py):
    backend and on the kernels' backends, with NaN/inf injected: where the output is NaN or
    +-inf must match torch CPU (float64) exactly.
 
-Profiles: ``ci`` (default; about 3 minutes on a 2-core machine) and ``long``
-(``CVK_FUZZ=long``). Failing examples are kept in tests/.hypothesis-db (in the repo), so a
+Profiles: ``ci`` (default; about 2 minutes on a 2-core machine), ``long`` (``CVK_FUZZ=long``,
+by hand; about 7x the examples) and ``sanitizer`` (where ``CVK_SANITIZER`` is set: .ci/run's
+TSan/ASan stages re-run the sim-marked kernel property with 30 examples). Failing examples are kept in tests/.hypothesis-db (in the repo), so a
 found failure is replayed first on every run.
 """
 from __future__ import annotations
@@ -54,9 +55,12 @@ DB = DirectoryBasedExampleDatabase(str(HERE / ".hypothesis-db"))
 _COMMON = dict(deadline=None, database=DB, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                       HealthCheck.filter_too_much])
-settings.register_profile("ci", max_examples=40, **_COMMON)
+settings.register_profile("ci", max_examples=60, **_COMMON)
 settings.register_profile("long", max_examples=400, **_COMMON)
-settings.load_profile("long" if os.environ.get("CVK_FUZZ") == "long" else "ci")
+# the sanitizer stages of .ci/run re-run the sim-marked kernel property, 10-50x slower
+settings.register_profile("sanitizer", max_examples=3, **_COMMON)
+settings.load_profile("long" if os.environ.get("CVK_FUZZ") == "long" else
+                      "sanitizer" if os.environ.get("CVK_SANITIZER") else "ci")
 # examples per test function, in units of the profile's max_examples: the kernel property
 # draws over every Case of every spec; the other two run once per op (parametrized)
 N_KERNEL, N_HOSTILE, N_TORCH = 10, 1, 1

@@ -260,3 +260,18 @@ def test_ctrl_c_stops_a_simulator_launch():
     assert latency < 1.5, f"KeyboardInterrupt came {latency:.2f} s after SIGINT"
     with cvk.backend("sim"):                 # the simulator is usable afterwards
         np.testing.assert_allclose(F.matmul(a[:8], b[:, :8]), np.full((8, 8), 256.0))
+
+
+def test_every_parameter_of_every_op_has_a_boundary_rule():
+    """The boundary's rules come from the reference signatures: every parameter of every public
+    op gets a kind (only a random generator is left to the op), and dims are ints."""
+    from cvkernels import _boundary
+    ops = list(F.__all__) + [o for o in O.__all__ if o.islower()]
+    for op in ops:
+        rules = _boundary._rules(op)
+        assert rules, f"{op}: no reference signature"
+        unchecked = [n for n, kind, _ in rules if kind is None]
+        assert unchecked in ([], ["generator"]), f"{op}: no rule for {unchecked}"
+        for name, kind, _ in rules:
+            if name == "dim" or name.endswith("_dim"):
+                assert kind is int, f"{op}: {name} is {kind}"
