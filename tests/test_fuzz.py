@@ -22,7 +22,7 @@ takes, beyond the fallback seeds of tests/fuzz_seeds.py):
    +-inf must match torch CPU (float64) exactly.
 
 Profiles: ``ci`` (default; about 2 minutes on a 2-core machine), ``long`` (``CVK_FUZZ=long``,
-by hand; about 7x the examples) and ``sanitizer`` (where ``CVK_SANITIZER`` is set: .ci/run's
+by hand; about 8x the examples) and ``sanitizer`` (where ``CVK_SANITIZER`` is set: .ci/run's
 TSan/ASan stages re-run the sim-marked kernel property with 30 examples). Failing examples are kept in tests/.hypothesis-db (in the repo), so a
 found failure is replayed first on every run.
 """
@@ -55,8 +55,8 @@ DB = DirectoryBasedExampleDatabase(str(HERE / ".hypothesis-db"))
 _COMMON = dict(deadline=None, database=DB, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                       HealthCheck.filter_too_much])
-settings.register_profile("ci", max_examples=60, **_COMMON)
-settings.register_profile("long", max_examples=400, **_COMMON)
+settings.register_profile("ci", max_examples=120, **_COMMON)
+settings.register_profile("long", max_examples=1000, **_COMMON)
 # the sanitizer stages of .ci/run re-run the sim-marked kernel property, 10-50x slower
 settings.register_profile("sanitizer", max_examples=3, **_COMMON)
 settings.load_profile("long" if os.environ.get("CVK_FUZZ") == "long" else
@@ -180,6 +180,7 @@ def broadcast_values(a: np.ndarray) -> np.ndarray:
 
 
 SPECIAL_KINDS = ("none", "nan", "inf", "denormal", "huge")
+UNDERFLOW_ABS = 1e-40
 
 
 def special_value(kind, dtype, sign):
@@ -212,9 +213,12 @@ def test_kernels_match_reference(data):
     arrays64, params = case.make(np.random.default_rng(seed))
     arrays = {k: round_to(v, dtype) for k, v in arrays64.items()}
     floats = [k for k, v in arrays.items() if is_float_array(v) and v.size]
+    # a backward's saved forward output must stay one the forward can give (a denormal
+    # log_softmax output of a 1-column row is not): special values go into the free inputs
+    free = [k for k in floats if not (case.direction == "backward" and k == "output")]
     kind = data.draw(st.sampled_from(SPECIAL_KINDS), label="special")
-    if kind != "none" and floats:
-        name = data.draw(st.sampled_from(floats), label="special_in")
+    if kind != "none" and free:
+        name = data.draw(st.sampled_from(free), label="special_in")
         a = arrays[name].copy()
         n = data.draw(st.integers(1, min(3, a.size)), label="count")
         for _ in range(n):
@@ -248,6 +252,11 @@ def test_kernels_match_reference(data):
             # a bound computed from NaN/inf inputs means nothing there: no limit
             bounds = tuple(np.where(np.isfinite(b) & (b >= 0), b, np.inf)
                            for b in (np.asarray(b, np.float64) for b in bounds))
+            if kind == "denormal":
+                # the Cases' bounds are relative; gradual underflow adds an absolute error of
+                # half the smallest subnormal per rounding (a 1x1 product of a denormal and a
+                # normal can round to 0): allow 1e-40, about 7000 fp32 subnormal units
+                bounds = tuple(b + UNDERFLOW_ABS for b in bounds)
             lowps = (None,) * len(ref)
         else:
             bounds = (None,) * len(ref)
