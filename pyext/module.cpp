@@ -44,6 +44,15 @@ std::vector<cvk::Arg> to_args(const std::vector<std::tuple<std::string, py::obje
   return out;
 }
 
+#if CVK_IS_SIM
+// Runs Python's pending signal handlers (main thread only, as Python does); true when one
+// raised, its exception then being set on this thread.
+bool poll_signals() {
+  py::gil_scoped_acquire gil;
+  return PyErr_CheckSignals() != 0;
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(CVK_MODULE_NAME, m) {
@@ -71,8 +80,31 @@ PYBIND11_MODULE(CVK_MODULE_NAME, m) {
     c.max_dynamic_smem = max_dynamic_smem;
     auto a = to_args(args);
     const auto& entry = cvk::find_kernel(kernel);
+#if CVK_IS_SIM
+    // Ctrl-C: the simulator polls between blocks; a pending signal's handler runs (with the
+    // GIL) and its exception (KeyboardInterrupt) stops the launch and is raised here.
+    bool interrupted = false;
+    {
+      py::gil_scoped_release release;
+      cvk::sim::t_launch_poll = &poll_signals;
+      try {
+        entry.launch(c, stream, a);
+      } catch (const cvk::sim::Interrupted&) {
+        interrupted = true;
+      } catch (...) {
+        cvk::sim::t_launch_poll = nullptr;
+        throw;
+      }
+      cvk::sim::t_launch_poll = nullptr;
+    }
+    if (interrupted) {
+      if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
+      throw py::error_already_set();
+    }
+#else
     py::gil_scoped_release release;
     entry.launch(c, stream, a);
+#endif
   }, py::arg("kernel"), py::arg("grid"), py::arg("block"), py::arg("smem"), py::arg("stream"),
      py::arg("args"), py::arg("max_dynamic_smem") = 48 * 1024,
      "Launch a registered kernel by name with typed (kind, value) arguments on `stream`. "

@@ -60,3 +60,13 @@ def pair(fn: str, name: str, v) -> tuple[int, int]:
         return int(a), int(b)
     except (TypeError, ValueError):
         raise ArgumentError(f"{fn}: {name} must be an int or a pair of ints, got {v!r}") from None
+
+
+def check_size(fn: str, name: str, v, minimum: int = 0) -> int:
+    """A size argument (a feature or channel count): an int (TypeError otherwise) that is at
+    least ``minimum`` (ArgumentError otherwise, naming ``fn`` and ``name``)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise ArgumentTypeError(f"{fn}: {name} must be an int, got {type(v).__name__} ({v!r})")
+    if v < minimum:
+        raise ArgumentError(f"{fn}: {name} must be at least {minimum}, got {v}")
+    return int(v)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 
-from . import _backend, backends
+from . import _backend, _boundary, backends
 from ._arrays import GPU, _is_torch, common_kind, kind_of, restorer, to_native
 
 
@@ -50,8 +50,9 @@ def _torch_context(example):
 
 
 def forward(op: str, *args, **kwargs):
-    """Run ``op``'s forward on the selected backend."""
-    return _call(op, "forward", args, kwargs)
+    """Run ``op``'s forward on the selected backend, after the boundary checks of
+    ``cvkernels._boundary`` (the same rules for every op, from its signature)."""
+    return _call(op, "forward", args, _boundary.check_call(op, kwargs))
 
 
 def backward(op: str, *args, **kwargs):

@@ -112,10 +112,18 @@ def _implicit_dim(fn, ndim, stacklevel):
     return 0 if ndim in (0, 1, 3) else 1
 
 
-def _cast(x, dtype):
+def _cast(fn, x, dtype):
+    # the boundary's array check first: a list must not reach .astype
+    from ._boundary import check_array, torch_dtype_to_numpy
+    x = check_array(fn, "input", x)
     if dtype is None:
         return x
-    return x.astype(dtype)
+    dt = torch_dtype_to_numpy(fn, dtype)
+    if not hasattr(x, "astype"):                              # torch tensors
+        import torch
+        if isinstance(x, torch.Tensor):
+            return x.to(getattr(torch, dt.name))
+    return x.astype(dt)
 
 
 # ---------------------------------------------------------------------------- linear algebra
@@ -136,16 +144,18 @@ def softmax(input, dim=-1, _stacklevel=3, dtype=None):
     """Softmax along ``dim`` (default: the last dimension); ``dtype`` casts the input first.
     ``dim=None`` uses torch's deprecated implicit choice (0 for 0-, 1- and 3-D input, else 1)
     with a DeprecationWarning-style warning issued ``_stacklevel`` frames up, as torch."""
+    input = _cast("softmax", input, dtype)
     if dim is None:
         dim = _implicit_dim("softmax", input.ndim, _stacklevel)
-    return _softmax(input=_cast(input, dtype), dim=dim)
+    return _softmax(input=input, dim=dim)
 
 
 def log_softmax(input, dim=-1, _stacklevel=3, dtype=None):
     """Log-softmax along ``dim`` (same conventions as :func:`softmax`)."""
+    input = _cast("log_softmax", input, dtype)
     if dim is None:
         dim = _implicit_dim("log_softmax", input.ndim, _stacklevel)
-    return _log_softmax(input=_cast(input, dtype), dim=dim)
+    return _log_softmax(input=input, dim=dim)
 
 
 # ---------------------------------------------------------------------------- convolution
@@ -235,6 +245,8 @@ def batch_norm_act(input, running_mean, running_var, weight=None, bias=None, tra
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
     """Layer normalisation over the trailing ``normalized_shape`` dims."""
+    from ._boundary import check_call
+    check_call("layer_norm", {"normalized_shape": normalized_shape})   # before tuple() below
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
         else tuple(normalized_shape)
     return _layer_norm(input=input, normalized_shape=normalized_shape, weight=weight, bias=bias,

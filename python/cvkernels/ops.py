@@ -29,7 +29,7 @@ def box_iou(boxes1, boxes2):
 def nms(boxes, scores, iou_threshold):
     """Indices (int64) of the boxes kept by greedy NMS, by decreasing score; a box is
     suppressed when its IoU with a kept box is > ``iou_threshold``."""
-    return _nms(boxes=boxes, scores=scores, iou_threshold=float(iou_threshold))
+    return _nms(boxes=boxes, scores=scores, iou_threshold=iou_threshold)
 
 
 def batched_nms(boxes, scores, idxs, iou_threshold):

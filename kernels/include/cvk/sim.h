@@ -95,6 +95,7 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstddef>
@@ -250,6 +251,33 @@ namespace cvk::sim {
 struct SmemFn;
 struct DynamicSmem {  // of the running launch: its size and the kernel's attribute
   size_t bytes = 0, max_bytes = 0;
+};
+
+// Ctrl-C during a launch. The host (pyext/module.cpp) installs a poll function on the launching
+// thread; the simulator calls it there between blocks, at most once per kPollInterval. When it
+// returns true, no further block starts, the running ones finish, and the launch throws
+// Interrupted. Worker threads have no poll function: only the launching thread asks.
+struct Interrupted : std::runtime_error {
+  Interrupted() : std::runtime_error("cvk sim: launch interrupted") {}
+};
+using PollFn = bool (*)();
+inline thread_local PollFn t_launch_poll = nullptr;
+constexpr std::chrono::milliseconds kPollInterval{20};
+
+class PollClock {  // calls `fn` when kPollInterval has passed since the last call
+ public:
+  explicit PollClock(PollFn fn) : fn_(fn), next_(std::chrono::steady_clock::now() + kPollInterval) {}
+  bool interrupted() {
+    if (!fn_) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_) return false;
+    next_ = now + kPollInterval;
+    return fn_();
+  }
+
+ private:
+  PollFn fn_;
+  std::chrono::steady_clock::time_point next_;
 };
 
 // warp_gather's error when lanes of its mask have exited (both models).

@@ -12,9 +12,9 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import functional as F
-from .._checks import pair
-from ..errors import ArgumentError, ShapeError
+from .._checks import check_size, pair
 from ..autograd import Tensor, array_module
+from ..errors import ArgumentError, ShapeError
 from . import init
 from .module import Module, Parameter
 from .norm import affine_parameters
@@ -46,6 +46,8 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, *, generator=None,
                  dtype=np.float32):
         super().__init__()
+        in_features = check_size("Linear", "in_features", in_features)
+        out_features = check_size("Linear", "out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = _empty((out_features, in_features), dtype)
         self.bias = _empty((out_features,), dtype) if bias else None
@@ -108,11 +110,15 @@ class Conv2d(_ConvNd):
                  dtype=np.float32):
         super().__init__()
         _check_conv_padding("Conv2d", padding, padding_mode, stride)
+        in_channels = check_size("Conv2d", "in_channels", in_channels)
+        out_channels = check_size("Conv2d", "out_channels", out_channels)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must be divisible by groups ({groups})")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = pair("Conv2d", "kernel_size", kernel_size)
+        if min(self.kernel_size) <= 0:                # torch: "non-positive kernel size"
+            raise ArgumentError(f"Conv2d: kernel_size must be positive, got {kernel_size!r}")
         self.stride = pair("Conv2d", "stride", stride)
         self.padding = padding if isinstance(padding, str) else pair("Conv2d", "padding", padding)
         self.dilation, self.groups = pair("Conv2d", "dilation", dilation), groups
@@ -185,6 +191,7 @@ class BatchNorm2d(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, *, bias=True, dtype=np.float32):
         super().__init__()
+        num_features = check_size(type(self).__name__, "num_features", num_features)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:

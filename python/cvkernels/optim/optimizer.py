@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
+
+import numpy as np
 
 from ..autograd import Tensor, array_module
+from ..errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
 
@@ -110,8 +114,12 @@ class Optimizer:
 
 
 def _check(name, value, low=0.0):
-    if value < low:
-        raise ValueError(f"Invalid {name}: {value}")
+    """A hyper-parameter: a real number (not a bool), not NaN, at least ``low``
+    (torch checks only ``value < low``, which lets NaN through)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"Invalid {name}: {value!r} (must be a real number)")
+    if math.isnan(value) or value < low:
+        raise ArgumentError(f"Invalid {name}: {value}")
 
 
 class SGD(Optimizer):

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from .._checks import check_float
-from ..errors import ArgumentTypeError, ShapeError
+from ..errors import ArgumentError, ArgumentTypeError, ShapeError
 
 __all__ = [
     "box_iou_forward", "box_iou",
@@ -53,7 +53,7 @@ def box_iou_forward(boxes1, boxes2):
 box_iou = box_iou_forward
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")   # 0/0 (two zero-area boxes) is NaN, as torch
 def _nms_kernel(boxes, order, iou_threshold):
     """Greedy NMS over ``order`` (indices by decreasing score); float64 boxes. Returns kept idx."""
     n = order.shape[0]
@@ -86,9 +86,9 @@ def _check_scores(fn: str, scores, n: int) -> np.ndarray:
     s = np.asarray(scores)
     check_float(fn, "scores", s)
     if s.shape != (n,):
-        raise ValueError(f"{fn}: scores must have shape [{n}] (one per box), got {tuple(s.shape)}")
+        raise ShapeError(f"{fn}: scores must have shape [{n}] (one per box), got {tuple(s.shape)}")
     if np.isnan(s).any():
-        raise ValueError(f"{fn}: scores must not contain NaN")
+        raise ArgumentError(f"{fn}: scores must not contain NaN")
     return s
 
 
@@ -102,12 +102,15 @@ def _check_idxs(fn: str, idxs, n: int) -> np.ndarray:
 
 
 def _check_threshold(fn: str, iou_threshold) -> float:
+    if isinstance(iou_threshold, (bool, np.bool_, str, bytes)):
+        raise ArgumentTypeError(f"{fn}: iou_threshold must be a number, got {iou_threshold!r}")
     try:
         t = float(iou_threshold)
     except (TypeError, ValueError):
-        raise ValueError(f"{fn}: iou_threshold must be a number, got {iou_threshold!r}") from None
+        raise ArgumentTypeError(f"{fn}: iou_threshold must be a number, "
+                                f"got {iou_threshold!r}") from None
     if np.isnan(t):
-        raise ValueError(f"{fn}: iou_threshold must not be NaN")
+        raise ArgumentError(f"{fn}: iou_threshold must not be NaN")
     return t
 
 

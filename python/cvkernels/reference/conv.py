@@ -56,6 +56,9 @@ def _check_arrays(fn, input, weight, bias):
     check_same_dtype(fn, input=input, weight=weight, bias=bias)
     check_ndim(fn, "input", input, (3, 4))
     check_ndim(fn, "weight", weight, 4)
+    if min(weight.shape[2:]) <= 0:          # torch: "non-positive kernel size"
+        raise ShapeError(f"{fn}: weight must have a positive kernel size, got weight "
+                         f"{tuple(weight.shape)}")
     if bias is not None:
         check_ndim(fn, "bias", bias, 1)
     unbatched = input.ndim == 3

@@ -12,6 +12,13 @@ import numba
 import numpy as np
 
 from .._checks import check_float, check_ndim, pair
+from ..errors import ArgumentError, ArgumentTypeError, ShapeError
+
+# Bounds on what sets a loop count or an allocation (torchvision has none; without them a
+# careless argument, e.g. sampling_ratio=10**12 or a box of 1e12 pixels, runs for ever):
+MAX_OUTPUT_SIDE = 1 << 16     # output_size, per side
+MAX_GRID_SIDE = 1 << 16       # sampling grid per bin, per side (sampling_ratio or adaptive)
+MAX_SAMPLES = 1 << 34         # rois x channels x bins x samples: minutes of numba work
 
 __all__ = [
     "roi_align_forward", "roi_align_backward", "roi_align",
@@ -28,7 +35,7 @@ def _rois(fn: str, boxes, batch_size: int) -> np.ndarray:
             b = np.asarray(b)
             check_float(fn, f"boxes[{i}]", b)
             if b.ndim != 2 or b.shape[1] != 4:
-                raise ValueError(f"{fn}: boxes[{i}] must have shape [L, 4], got {tuple(b.shape)}")
+                raise ShapeError(f"{fn}: boxes[{i}] must have shape [L, 4], got {tuple(b.shape)}")
             parts.append(np.concatenate([np.full((b.shape[0], 1), i, np.float64),
                                          b.astype(np.float64)], axis=1))
         rois = np.concatenate(parts) if parts else np.zeros((0, 5), np.float64)
@@ -36,12 +43,12 @@ def _rois(fn: str, boxes, batch_size: int) -> np.ndarray:
         b = np.asarray(boxes)
         check_float(fn, "boxes", b)
         if b.ndim != 2 or b.shape[1] != 5:
-            raise ValueError(f"{fn}: boxes must have shape [K, 5], got {tuple(b.shape)}")
+            raise ShapeError(f"{fn}: boxes must have shape [K, 5], got {tuple(b.shape)}")
         rois = b.astype(np.float64)
     bi = rois[:, 0]
     bad = ~((bi >= 0) & (bi < batch_size) & (bi == np.floor(bi)))
     if bad.any():
-        raise ValueError(f"{fn}: boxes batch indices must be integers in [0, {batch_size}), "
+        raise ArgumentError(f"{fn}: boxes batch indices must be integers in [0, {batch_size}), "
                          f"got {bi[bad][0]!r}")
     return np.ascontiguousarray(rois)
 
@@ -49,8 +56,46 @@ def _rois(fn: str, boxes, batch_size: int) -> np.ndarray:
 def _output_size(fn: str, output_size) -> tuple[int, int]:
     ph, pw = pair(fn, "output_size", output_size)
     if ph <= 0 or pw <= 0:
-        raise ValueError(f"{fn}: output_size must be positive, got {output_size!r}")
+        raise ArgumentError(f"{fn}: output_size must be positive, got {output_size!r}")
+    if max(ph, pw) > MAX_OUTPUT_SIDE:
+        raise ArgumentError(f"{fn}: output_size must be at most {MAX_OUTPUT_SIDE} per side, "
+                            f"got {output_size!r}")
     return ph, pw
+
+
+def _check_sampling(fn, rois, channels, ph, pw, spatial_scale, sampling_ratio, aligned):
+    """Bound the sampling grid (sampling_ratio, or the adaptive grid the boxes give) and the
+    total number of bilinear samples; returns sampling_ratio as an int."""
+    if isinstance(sampling_ratio, (bool, np.bool_)) or not isinstance(
+            sampling_ratio, (int, np.integer)):
+        raise ArgumentTypeError(f"{fn}: sampling_ratio must be an int, got {sampling_ratio!r}")
+    sr = int(sampling_ratio)
+    if sr > MAX_GRID_SIDE:
+        raise ArgumentError(f"{fn}: sampling_ratio must be at most {MAX_GRID_SIDE}, got {sr}")
+    scale = float(spatial_scale)
+    if not np.isfinite(scale):
+        raise ArgumentError(f"{fn}: spatial_scale must be finite, got {spatial_scale!r}")
+    if sr > 0 or rois.shape[0] == 0:
+        grids = np.full(rois.shape[0], float(sr) * sr)
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            h = (rois[:, 4] - rois[:, 2]) * scale
+            w = (rois[:, 3] - rois[:, 1]) * scale
+            if not aligned:
+                h, w = np.maximum(h, 1.0), np.maximum(w, 1.0)
+            gh, gw = np.ceil(h / ph), np.ceil(w / pw)
+        g = np.maximum(gh, gw)
+        side = float(np.max(np.where(np.isnan(g), 0.0, g), initial=0.0))
+        if side > MAX_GRID_SIDE:          # inf included; NaN boxes sample nothing
+            raise ArgumentError(f"{fn}: the boxes give an adaptive sampling grid of "
+                                f"{side:.4g} per bin side (limit {MAX_GRID_SIDE}); pass a "
+                                f"positive sampling_ratio, or boxes in feature-map scale")
+        grids = np.nan_to_num(np.maximum(gh, 0) * np.maximum(gw, 0), nan=0.0)
+    total = float(grids.sum()) * channels * ph * pw
+    if total > MAX_SAMPLES:
+        raise ArgumentError(f"{fn}: this call would take {total:.3g} bilinear samples "
+                            f"(limit {MAX_SAMPLES:.3g}); lower sampling_ratio or output_size")
+    return sr
 
 
 def _input(fn: str, input) -> np.ndarray:
@@ -66,7 +111,7 @@ def _input_shape(fn: str, input_shape) -> tuple[int, int, int, int]:
     except TypeError:
         shp = ()
     if len(shp) != 4 or min(shp) < 0:
-        raise ValueError(f"{fn}: input_shape must be (N, C, H, W), got {input_shape!r}")
+        raise ArgumentError(f"{fn}: input_shape must be (N, C, H, W), got {input_shape!r}")
     return shp
 
 
@@ -74,7 +119,7 @@ def _grad_out(fn: str, grad_out, want) -> np.ndarray:
     g = np.asarray(grad_out)
     check_float(fn, "grad_out", g)
     if g.shape != tuple(want):
-        raise ValueError(f"{fn}: grad_out must have shape {tuple(want)}, got {g.shape}")
+        raise ShapeError(f"{fn}: grad_out must have shape {tuple(want)}, got {g.shape}")
     return g
 
 
@@ -204,8 +249,9 @@ def roi_align_forward(input, boxes, output_size, spatial_scale=1.0, sampling_rat
     rois = _rois(fn, boxes, x.shape[0])
     if rois.shape[0] == 0 or x.shape[1] == 0:
         return np.zeros((rois.shape[0], x.shape[1], ph, pw), x.dtype)
+    sr = _check_sampling(fn, rois, x.shape[1], ph, pw, spatial_scale, sampling_ratio, aligned)
     inp = np.ascontiguousarray(x, dtype=np.float64)
-    out = _roi_align_kernel(inp, rois, float(spatial_scale), ph, pw, int(sampling_ratio),
+    out = _roi_align_kernel(inp, rois, float(spatial_scale), ph, pw, sr,
                             bool(aligned), np.zeros((0, 0, 0, 0)), np.zeros((0,) + x.shape[1:]),
                             False, x.dtype != np.float64)
     return out.astype(x.dtype)
@@ -226,6 +272,8 @@ def roi_align_backward(grad_out, boxes, input_shape, output_size, spatial_scale=
     rois = _rois(fn, boxes, shp[0])
     g = _grad_out(fn, grad_out, (rois.shape[0], shp[1], ph, pw))
     grad_in = np.zeros(shp, np.float64)
+    sampling_ratio = _check_sampling(fn, rois, shp[1], ph, pw, spatial_scale, sampling_ratio,
+                                     aligned)
     if g.size and grad_in.size:
         _roi_align_kernel(np.zeros((0, 0, 0, 0)), rois, float(spatial_scale), ph, pw,
                           int(sampling_ratio), bool(aligned),
@@ -344,11 +392,13 @@ def roi_pool_backward(grad_out, argmax, boxes, input_shape, output_size, spatial
     g = _grad_out(fn, grad_out, want)
     am = np.asarray(argmax)
     if am.dtype.kind not in "iu":
-        raise TypeError(f"roi_pool_backward: argmax must have an integer dtype, got {am.dtype}")
+        raise ArgumentTypeError(f"roi_pool_backward: argmax must have an integer dtype, "
+                                f"got {am.dtype}")
     if am.shape != want:
-        raise ValueError(f"roi_pool_backward: argmax must have shape {want}, got {am.shape}")
+        raise ShapeError(f"roi_pool_backward: argmax must have shape {want}, got {am.shape}")
     if ((am < -1) | (am >= shp[2] * shp[3])).any():
-        raise ValueError(f"roi_pool_backward: argmax values must be in [-1, {shp[2] * shp[3]})")
+        raise ArgumentError(f"roi_pool_backward: argmax values must be in "
+                            f"[-1, {shp[2] * shp[3]})")
     grad_in = np.zeros((shp[0], shp[1], shp[2] * shp[3]), np.float64)
     if g.size:
         sel = am >= 0

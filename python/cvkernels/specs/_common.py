@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from .._arrays import data_ptr
+from ..errors import ArgumentTypeError, ShapeError
 from ..spec import dtype_of
 
 
 def need_dtype(rt, fn: str, family, **arrays):
     """The one :class:`~cvkernels.spec.DType` of the given arrays (None entries skipped), which
-    the family must have kernels for; TypeError naming the argument otherwise."""
+    the family must have kernels for; ArgumentTypeError (a TypeError) naming the argument
+    otherwise."""
     found = None
     for name, a in arrays.items():
         if a is None:
@@ -15,20 +17,20 @@ def need_dtype(rt, fn: str, family, **arrays):
         d = dtype_of(a.dtype)
         if d is None or d not in family.dtypes:
             have = ", ".join(x.name for x in family.dtypes)
-            raise TypeError(f"{fn}: backend {rt.name!r} runs {have} kernels; {name} has dtype "
-                            f"{a.dtype} (use the 'cpu' backend for other dtypes)")
+            raise ArgumentTypeError(f"{fn}: backend {rt.name!r} runs {have} kernels; {name} has "
+                                    f"dtype {a.dtype} (use the 'cpu' backend for other dtypes)")
         if found is not None and d != found[1]:
-            raise TypeError(f"{fn}: arguments must share one dtype, got {found[0]}={found[1].name}"
-                            f" and {name}={d.name}")
+            raise ArgumentTypeError(f"{fn}: arguments must share one dtype, got "
+                                    f"{found[0]}={found[1].name} and {name}={d.name}")
         found = found or (name, d)
     if found is None:
-        raise TypeError(f"{fn}: no array arguments")
+        raise ArgumentTypeError(f"{fn}: no array arguments")
     return found[1]
 
 
 def check_grad_out(fn: str, grad_out, shape):
     if tuple(grad_out.shape) != tuple(shape):
-        raise ValueError(f"{fn}: grad_out must have the output's shape {tuple(shape)}, got "
+        raise ShapeError(f"{fn}: grad_out must have the output's shape {tuple(shape)}, got "
                          f"{tuple(grad_out.shape)}")
 
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..spec import (ALL_DTYPES, FLOAT32, Bench, Case, Family, I64, In, Kernel, Out, Param,
                     bool_param, ceil_div, dtype_param)
+from ..errors import ShapeError
 from ._common import check_grad_out, need_dtype
 
 U = FLOAT32.unit_roundoff
@@ -25,16 +26,23 @@ FAMILY = Family("matmul", "matmul.cuh", [FORWARD], dtypes=ALL_DTYPES,
                 doc="C = op(A) @ op(B) (+ bias), batched, any M, N, K")
 
 
-def plan_forward(dev, dtype, batch, M, N, K, trans_a, trans_b, has_bias):
+def plan_forward(dev, dtype, batch, M, N, K, trans_a, trans_b, has_bias, fn="matmul"):
     """128x128 tiles once there are enough of them to fill the device's SMs, else 64x64, so
-    small problems still spread over the SMs; the batch strides over grid z."""
+    small problems still spread over the SMs; the batch strides over grid z.
+
+    Limit of one launch: M tiles go on grid y (at most ``dev.max_grid[1]`` = 65535 tiles, so
+    M <= 65535 * 64 = 4,194,240 rows with 64-row tiles, twice that with 128-row ones) and N
+    tiles on grid x (2^31 - 1 tiles); beyond that ``fn`` (the op called, matmul or linear)
+    raises ShapeError with the limit."""
     if min(batch, M, N, K) < 1:
         raise ValueError("matmul: plan needs batch, M, N, K >= 1")
     big = batch * ceil_div(M, 128) * ceil_div(N, 128) >= dev.sm_count
     tile = TILES[0] if big else TILES[1]
     BM, BN, _, TM, TN = tile
     if ceil_div(M, BM) > dev.max_grid[1] or ceil_div(N, BN) > dev.max_grid[0]:
-        raise ValueError("matmul: M or N too large for one launch")
+        raise ShapeError(f"{fn}: M={M} or N={N} too large for one launch (limits with "
+                         f"{BM}x{BN} tiles: M <= {dev.max_grid[1] * BM}, "
+                         f"N <= {dev.max_grid[0] * BN}); split the rows")
     return FAMILY.plan(
         FORWARD, dict(T=dtype, TILE=tile, TRANS_A=trans_a, TRANS_B=trans_b, HAS_BIAS=has_bias),
         grid=(ceil_div(N, BN), ceil_div(M, BM), min(batch, dev.max_grid[2])),
@@ -62,10 +70,10 @@ def _operand(rt, x, batch_shape):
     return xp.ascontiguousarray(x), (0 if single else R * C), False
 
 
-def _gemm(rt, dtype, a, b, bias, out, batch, M, N, K, batch_shape):
+def _gemm(rt, dtype, a, b, bias, out, batch, M, N, K, batch_shape, fn="matmul"):
     a3, sa, ta = _operand(rt, a, batch_shape)
     b3, sb, tb = _operand(rt, b, batch_shape)
-    plan = plan_forward(rt.device(), dtype, batch, M, N, K, ta, tb, bias is not None)
+    plan = plan_forward(rt.device(), dtype, batch, M, N, K, ta, tb, bias is not None, fn)
     rt.launch(plan, A=a3, B=b3, bias=bias, C=out, batch=batch, M=M, N=N, K=K, stride_a=sa,
               stride_b=sb)
 
@@ -128,7 +136,7 @@ def linear_forward(rt, input, weight, bias=None):
     x2 = input.reshape(rows, in_f)
     out = xp.empty((rows, out_f), dtype=dtype.np)
     bias_c = None if bias is None else xp.ascontiguousarray(bias)
-    _gemm(rt, dtype, x2, weight.T, bias_c, out, 1, rows, out_f, in_f, ())
+    _gemm(rt, dtype, x2, weight.T, bias_c, out, 1, rows, out_f, in_f, (), "linear")
     return out.reshape(input.shape[:-1] + (out_f,))
 
 

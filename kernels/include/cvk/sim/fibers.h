@@ -442,8 +442,13 @@ CVK_SIM_UNCHECKED inline void work(Worker& w, Launch& L) {
   w.smem_fns.clear();
   w.dyn_bytes = L.smem;
   if (w.dyn_smem.size() < L.smem) w.dyn_smem.resize(L.smem);
+  PollClock poll(t_launch_poll);  // set on the launching thread only
   for (;;) {
     if (L.failed.load(std::memory_order_relaxed)) break;  // stop at the first error
+    if (poll.interrupted()) {
+      L.fail(std::make_exception_ptr(Interrupted()));
+      break;
+    }
     const unsigned long long b = L.next.fetch_add(1, std::memory_order_relaxed);
     if (b >= L.nblocks) break;
     run_block(w, L, b);

@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <map>
 #include <thread>
 
@@ -256,6 +257,13 @@ inline void run_launch(dim3 grid, dim3 block, size_t smem_bytes, size_t max_smem
   between.reset(static_cast<int>(nthreads));
   std::mutex err_m;
   std::exception_ptr err;
+  // Ctrl-C: the caller polls while it waits and sets `stop`; thread 0 copies it into `halt`
+  // before the barrier that starts a block, so every thread leaves at the same block.
+  std::atomic<bool> stop{false};
+  bool halt = false;
+  std::mutex done_m;
+  std::condition_variable done_cv;
+  unsigned long long done = 0;
 
   auto worker = [&](unsigned tid) {
     ThreadStorage storage;
@@ -267,8 +275,12 @@ inline void run_launch(dim3 grid, dim3 block, size_t smem_bytes, size_t max_smem
     tls.lane = static_cast<int>(tid % 32);
     tls.storage = &storage;
     for (unsigned long long b = 0; b < nblocks; ++b) {
-      if (tid == 0) reset_block();
+      if (tid == 0) {
+        reset_block();
+        halt = stop.load(std::memory_order_relaxed);
+      }
       between.wait();
+      if (halt) break;
       storage.new_block();
       blockIdx = dim3(static_cast<unsigned>(b % grid.x),
                       static_cast<unsigned>((b / grid.x) % grid.y),
@@ -299,13 +311,24 @@ inline void run_launch(dim3 grid, dim3 block, size_t smem_bytes, size_t max_smem
       between.wait();
     }
     tls = ThreadState{};
+    std::lock_guard<std::mutex> g(done_m);
+    if (++done == nthreads) done_cv.notify_all();
   };
 
   std::vector<std::thread> threads;
   threads.reserve(nthreads);
   for (unsigned t = 0; t < nthreads; ++t) threads.emplace_back(worker, t);
+  if (const PollFn poll = t_launch_poll) {
+    std::unique_lock<std::mutex> g(done_m);
+    while (!done_cv.wait_for(g, kPollInterval, [&] { return done == nthreads; })) {
+      g.unlock();
+      if (!stop.load(std::memory_order_relaxed) && poll()) stop.store(true, std::memory_order_relaxed);
+      g.lock();
+    }
+  }
   for (auto& t : threads) t.join();
   if (err) std::rethrow_exception(err);
+  if (stop.load(std::memory_order_relaxed)) throw Interrupted();
 }
 
 }  // namespace cvk::sim
