@@ -66,13 +66,15 @@ __global__ void conv2d_depthwise_forward_kernel(
 #pragma unroll
     for (int i = 0; i < kh; ++i) {
       const int iy = iy0 + i * dh;
-      if (iy < 0 || iy >= H) continue;
+      const bool row_in = iy >= 0 && iy < H;
 #pragma unroll
       for (int j = 0; j < kw; ++j) {
         const int ix = ix0 + j * dw;
-        if (ix >= 0 && ix < W)
-          acc = fmaf(cvk::to_float(xp[static_cast<i64>(iy) * W + ix]),
-                     cvk::to_float(wp[i * kw + j]), acc);
+        // a tap in the zero padding adds 0 * w: nothing for a finite weight, NaN for a NaN or
+        // infinite one, as zero padding does in torch's CPU convolution and in the reference
+        const float xv = row_in && ix >= 0 && ix < W
+                             ? cvk::to_float(xp[static_cast<i64>(iy) * W + ix]) : 0.f;
+        acc = fmaf(xv, cvk::to_float(wp[i * kw + j]), acc);
       }
     }
     if (bias != nullptr) acc += cvk::to_float(bias[c]);
@@ -168,8 +170,10 @@ __global__ void conv2d_depthwise_backward_weight_kernel(
           const int t = t0 + g;
           if (t < taps) {
             const int iy = iy0 + oy_tap[g], ix = ix0 + ox_tap[g];
-            if (iy >= 0 && iy < H && ix >= 0 && ix < W)
-              acc[g] = fmaf(gv, cvk::to_float(xp[static_cast<i64>(iy) * W + ix]), acc[g]);
+            // a padded tap adds g * 0 (NaN for a NaN or infinite g, as zero padding does)
+            const float xv = iy >= 0 && iy < H && ix >= 0 && ix < W
+                                 ? cvk::to_float(xp[static_cast<i64>(iy) * W + ix]) : 0.f;
+            acc[g] = fmaf(gv, xv, acc[g]);
           } else if (t == taps) {
             acc[g] += gv;
           }

@@ -6,7 +6,9 @@ which is the signature of ``reference.<op>_forward`` (the single source of param
 defaults). Nothing here is written per op: the kind of a parameter comes from its name and its
 default, by these rules (torch's choices for types):
 
-* **arrays**: the parameters named in :data:`ARRAY_NAMES` or ending in ``_weight``/``_bias``.
+* **arrays**: the parameters named in :data:`ARRAY_NAMES` or ending in ``_weight``/``_bias``
+  (unless their default is a bool, e.g. ``use_separate_proj_weight``; and except where
+  :data:`KIND_IN_OP` says otherwise, e.g. ``pad``'s scalar ``value``).
   They must be arrays: numpy ``ndarray``, CuPy, torch tensors, anything with
   ``__cuda_array_interface__``/DLPack, or ``cvkernels.Tensor``. A list, a tuple, a Python
   scalar, a string, or None where the parameter is required is an :class:`ArgumentTypeError`
@@ -48,9 +50,15 @@ from .errors import ArgumentError, ArgumentTypeError
 ARRAY_NAMES = frozenset({
     "input", "other", "weight", "bias", "target", "query", "key", "value", "attn_mask",
     "boxes", "boxes1", "boxes2", "scores", "idxs", "running_mean", "running_var",
-    "num_batches_tracked", "grad_out", "output", "mask", "indices", "argmax"})
+    "num_batches_tracked", "grad_out", "output", "mask", "indices", "argmax", "residual",
+    "key_padding_mask", "bias_k", "bias_v", "static_k", "static_v"})
 ARRAY_SUFFIXES = ("_weight", "_bias")
-OPTIONAL_ARRAYS = frozenset({"running_mean", "running_var"})   # None: batch statistics only
+OPTIONAL_ARRAYS = frozenset({"running_mean", "running_var",    # None: batch statistics only
+                             "bias_k", "bias_v"})               # torch's positional Nones
+# None accepted where the default does not say so; the reference decides when it is valid
+# (batched_nms: every argument but boxes may be None when there are no boxes, as torchvision)
+NONE_OK_IN_OP = frozenset({("batched_nms", "scores"), ("batched_nms", "idxs"),
+                           ("batched_nms", "iou_threshold")})
 LIST_OF_ARRAYS_OK = frozenset({"boxes"})
 SIZE_NAMES = frozenset({"kernel_size", "stride", "padding", "dilation", "output_padding",
                         "output_size", "normalized_shape"})
@@ -61,7 +69,12 @@ WRITTEN_WHEN = {"input": "inplace", "running_mean": "training", "running_var": "
 # parameters whose default (None, or none at all) does not tell their kind
 KIND_OF = {"iou_threshold": float, "scale": float, "dropout_p": float, "momentum": float,
            "num_heads": int, "divisor_override": int, "kernel_size": "size",
-           "output_size": "size", "stride": "size", "normalized_shape": "size"}
+           "output_size": "size", "stride": "size", "normalized_shape": "size",
+           "num_groups": int, "embed_dim_to_check": int, "pad": "size", "seed": int,
+           "add_zero_attn": bool,
+           "offset": int}
+# a name that means an array in most ops but a scalar in one: F.pad's fill ``value``
+KIND_IN_OP = {("pad", "value"): float}
 
 _ARRAY_DESC = "an array (numpy.ndarray, cupy.ndarray, torch.Tensor or cvkernels.Tensor)"
 _NO_DEFAULT = inspect.Parameter.empty
@@ -84,8 +97,18 @@ def _rules(op: str):
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         d = p.default
-        if p.name in ARRAY_NAMES or p.name.endswith(ARRAY_SUFFIXES):
-            rules.append((p.name, "array", d is None or p.name in OPTIONAL_ARRAYS))
+        if (op, p.name) in KIND_IN_OP:
+            rules.append((p.name, KIND_IN_OP[op, p.name], d is None))
+            continue
+        if p.name in ARRAY_NAMES and not isinstance(d, bool):
+            rules.append((p.name, "array", d is None or p.name in OPTIONAL_ARRAYS
+                          or (op, p.name) in NONE_OK_IN_OP))
+            continue
+        if p.name.endswith(ARRAY_SUFFIXES) and not isinstance(d, bool):
+            # projection weights and biases (multi-head attention): torch takes None for each
+            # one a module does not have (no bias, separate projections); the reference
+            # checks which combinations are complete
+            rules.append((p.name, "array", True))
             continue
         if isinstance(d, bool):
             kind = bool
@@ -97,7 +120,8 @@ def _rules(op: str):
             kind = str
         else:
             kind = KIND_OF.get(p.name)
-        rules.append((p.name, kind, d is None or p.name in NONE_OK))
+        rules.append((p.name, kind, d is None or p.name in NONE_OK
+                      or (op, p.name) in NONE_OK_IN_OP))
     return tuple(rules)
 
 
@@ -127,6 +151,10 @@ def _check_scalar(fn: str, name: str, kind, v) -> None:
     if not ok:
         raise ArgumentTypeError(f"{fn}: argument '{name}' must be {want}, got "
                                 f"{_type_name(v)} ({v!r})")
+    ints = (v,) if kind is int or _is_int(v) else (
+        tuple(e for e in v if _is_int(e)) if isinstance(v, (tuple, list)) else ())
+    if any(not -2 ** 63 <= int(e) < 2 ** 63 for e in ints):
+        raise ArgumentError(f"{fn}: argument '{name}' is out of the int64 range: {v!r}")
 
 
 def _check_torch(fn: str, name: str, t) -> None:

@@ -70,3 +70,18 @@ def check_size(fn: str, name: str, v, minimum: int = 0) -> int:
     if v < minimum:
         raise ArgumentError(f"{fn}: {name} must be at least {minimum}, got {v}")
     return int(v)
+
+
+MAX_ELEMENTS = 2 ** 36   # 64 Gi elements: 256 GiB in fp32, more than any one GPU holds
+
+
+def check_elements(fn: str, what: str, shape, hint: str) -> None:
+    """Raise ArgumentError when an array the op would allocate (``what``, of ``shape``) has more
+    than :data:`MAX_ELEMENTS` elements: a huge ``output_size``, ``padding`` or ``dilation`` is
+    refused by name at once, not by the allocator (or after a long loop)."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    if n > MAX_ELEMENTS:
+        raise ArgumentError(f"{fn}: {what} would have {n} elements (shape {tuple(shape)}), more "
+                            f"than the 2^36 this library allocates; check {hint}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_float, check_ndim, check_same_dtype, pair
+from .._checks import check_elements, check_float, check_ndim, check_same_dtype, pair
 from ..errors import ArgumentError, ShapeError
 
 __all__ = [
@@ -101,11 +101,14 @@ def _conv2d_params(input, weight, bias, stride, padding, dilation, groups, fn="c
         ph, pw = _nonneg_pair(fn, "padding", padding)
         pads = (ph, ph, pw, pw)
     hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
+    check_elements(fn, "the padded input", (x.shape[0], x.shape[1], hp, wp), "padding")
     if hp < eff_h or wp < eff_w:
         raise ShapeError(f"{fn}: input padded size ({hp} x {wp}) is smaller than the dilated "
                          f"kernel ({eff_h} x {eff_w}); input {tuple(input.shape)}, "
                          f"weight {tuple(weight.shape)}, padding={padding!r}")
     out_hw = ((hp - eff_h) // stride[0] + 1, (wp - eff_w) // stride[1] + 1)
+    check_elements(fn, "the output", (x.shape[0], weight.shape[0]) + out_hw,
+                   "stride, padding and dilation")
     return x, unbatched, stride, pads, dilation, groups, out_hw
 
 
@@ -146,6 +149,8 @@ def _conv_transpose2d_params(input, weight, bias, stride, padding, output_paddin
         raise ShapeError(f"{fn}: output size {out_hw} is not positive; input "
                          f"{tuple(input.shape)}, weight {tuple(weight.shape)}, "
                          f"padding={padding}")
+    check_elements(fn, "the output", (x.shape[0], weight.shape[1] * groups) + out_hw,
+                   "stride, padding, output_padding and dilation")
     return x, unbatched, stride, padding, output_padding, dilation, groups, out_hw
 
 

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from .._checks import check_float
-from ..errors import ArgumentError, ShapeError
+from ..errors import ArgumentError, ArgumentTypeError, ShapeError
 from .attention import _apply_keep, _dropout_keep, _heads, _merge, _safe_softmax_last
 
 __all__ = ["mha_forward", "mha_backward", "mha"]
@@ -77,6 +77,9 @@ def _setup(fn, query, key, value, embed_dim_to_check, num_heads, in_proj_weight,
         if in_proj_weight is None:
             raise ArgumentError(f"{fn}: in_proj_weight is None; pass it or "
                                 f"use_separate_proj_weight=True")
+        if np.shape(in_proj_weight) != (3 * E, E):
+            raise ShapeError(f"{fn}: in_proj_weight must have shape ({3 * E}, {E}), got "
+                             f"{np.shape(in_proj_weight)}")
         wq, wk, wv = np.split(_f(in_proj_weight), 3)
     for name, w, d in (("q", wq, E), ("k", wk, k.shape[2]), ("v", wv, v.shape[2])):
         if w.shape != (E, d):
@@ -93,9 +96,14 @@ def _setup(fn, query, key, value, embed_dim_to_check, num_heads, in_proj_weight,
     for name, b in (("bias_k", bias_k), ("bias_v", bias_v)):
         if b is not None and np.size(b) != E:
             raise ShapeError(f"{fn}: {name} must have E={E} elements, got {np.shape(b)}")
+    if out_proj_weight is None:
+        raise ArgumentTypeError(f"{fn}: out_proj_weight must be an array, got None")
     wo = _f(out_proj_weight)
     if wo.shape != (E, E):
         raise ShapeError(f"{fn}: out_proj_weight must have shape ({E}, {E}), got {wo.shape}")
+    if out_proj_bias is not None and np.shape(out_proj_bias) != (E,):
+        raise ShapeError(f"{fn}: out_proj_bias must have shape ({E},), got "
+                         f"{np.shape(out_proj_bias)}")
     mask = None
     H = int(num_heads)
     if attn_mask is not None:

@@ -15,7 +15,7 @@ import math
 import numba
 import numpy as np
 
-from .._checks import check_float, check_ndim, pair
+from .._checks import check_elements, check_float, check_ndim, pair
 from ..errors import ArgumentError, ShapeError
 
 __all__ = [
@@ -89,6 +89,10 @@ def _pool_params(fn, input, kernel_size, stride, padding, dilation, ceil_mode, i
         raise ArgumentError(f"{fn}: output size {out_hw} is too small for input "
                             f"{tuple(input.shape)} with kernel_size={k}, padding={p}, "
                             f"dilation={d} (check kernel_size and padding)")
+    check_elements(fn, "the output", tuple(input.shape[:-2]) + out_hw,
+                   "kernel_size, stride, padding and dilation")
+    check_elements(fn, "the padded input", tuple(input.shape[:-2]) + (h + 2 * p[0], w + 2 * p[1]),
+                   "padding")
     return k, s, p, d, out_hw
 
 
@@ -364,6 +368,8 @@ def _avg_params(fn, input, kernel_size, stride, padding, ceil_mode, count_includ
         if divisor_override == 0:
             raise ArgumentError(f"{fn}: divisor_override must be non-zero, got "
                                 f"{divisor_override}")
+    check_elements(fn, "the output", tuple(input.shape[:-2]) + tuple(out_hw),
+                   "kernel_size, stride and padding")
     return k, s, p, out_hw
 
 
@@ -438,6 +444,7 @@ def _adaptive_params(fn, input, output_size, nonzero=-2):
     if any(isinstance(o, bool) or not isinstance(o, (int, np.integer)) or o < 0 for o in sizes):
         raise ArgumentError(f"{fn}: output_size must be non-negative ints, got "
                             f"{output_size!r}")
+    check_elements(fn, "the output", tuple(input.shape[:-2]) + sizes, "output_size")
     return int(sizes[0]), int(sizes[1])
 
 
