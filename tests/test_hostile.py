@@ -276,3 +276,26 @@ def test_every_parameter_of_every_op_has_a_boundary_rule():
         for name, kind, _ in rules:
             if name == "dim" or name.endswith("_dim"):
                 assert kind is int, f"{op}: {name} is {kind}"
+
+
+@pytest.mark.parametrize("backend", ["cpu", "sim"])
+@pytest.mark.parametrize("call, needle", [
+    (lambda x: F.adaptive_avg_pool2d(x, 2 ** 40), "output_size"),
+    (lambda x: F.adaptive_max_pool2d(x, (2 ** 40, 1)), "output_size"),
+    (lambda x: F.max_pool2d(x, 3, stride=1, padding=1, dilation=2 ** 40), "too small"),
+    (lambda x: F.conv2d(x, np.ones((1, 2, 1, 1), np.float32), padding=2 ** 40), "padding"),
+    (lambda x: F.conv_transpose2d(x, np.ones((2, 1, 1, 1), np.float32), stride=2 ** 40),
+     "the output"),
+])
+def test_huge_sizes_are_refused_by_name_before_any_allocation(backend, call, needle):
+    """An output_size, padding, dilation or stride that would make an array above 2^36
+    elements raises ArgumentError naming the op, on every backend (it used to be numpy's
+    MemoryError or 'array is too big', or a multi-terabyte allocation attempt)."""
+    from cvkernels.errors import ArgumentError
+    if backend == "sim" and not cvk.backends.get("sim").available():
+        pytest.skip("_cudasim not built")
+    x = np.ones((1, 2, 5, 5), np.float32)
+    with cvk.backend(backend), pytest.raises(ArgumentError, match=needle) as e:
+        call(x)
+    assert str(e.value).split(":")[0] in ("adaptive_avg_pool2d", "adaptive_max_pool2d",
+                                          "max_pool2d", "conv2d", "conv_transpose2d")

@@ -50,11 +50,6 @@ def _runtime_error(e):
     return e.error_type is RuntimeError
 
 
-_POOL = ("reference/pool.py raises ValueError where torch raises RuntimeError; converting it to "
-         "the errors.py classes belongs to the pooling helper")
-_LOSS = ("reference/loss.py raises ValueError/TypeError where torch raises RuntimeError; "
-         "converting it to the errors.py classes belongs to the loss helper")
-
 SKIPS = [
     # random: torch's random stream is not reproduced (statistics are tested instead)
     ("nn.functional.scaled_dot_product_attention", "sample", lambda s: _dropout_p(s, 3) > 0,
@@ -72,16 +67,9 @@ SKIPS = [
      lambda s: s.input.ndim == 0 or (s.input.ndim == 1 and tuple(s.args[0].shape) == (1,)),
      ("0-D input, and 1-D input with a (1,) target, to multi_margin_loss: "
       "reference/loss.py (loss helper)")),
-    ("nn.functional.multi_margin_loss", "error", _runtime_error, _LOSS),
     ("nn.functional.multi_margin_loss", "error", lambda e: "one-dimensional" in e.error_regex,
      ("reference/loss.py checks the target's dtype (float in these samples) before the "
       "weight's rank and raises TypeError where torch raises ValueError (loss helper)")),
-    ("MultiMarginLoss", "error", _runtime_error, _LOSS),
-    ("CrossEntropyLoss", "error", _runtime_error, _LOSS),
-    ("nn.functional.max_pool2d", "error", _runtime_error, _POOL),
-    ("nn.functional.avg_pool2d", "error", _runtime_error, _POOL),
-    ("nn.functional.adaptive_avg_pool2d", "error", _runtime_error, _POOL),
-    ("MaxPool2d", "error", lambda e: "at most half" in e.error_regex, _POOL),
 ]
 
 #: OpInfos whose sample sets are thinned to every k-th sample (CI time).
@@ -249,7 +237,9 @@ def test_opinfo_error_input(opinfo, name, error):
 
 
 # -------------------------------------------------------------------------------- modules
-def _make_modules(minfo, mi):
+def _make_modules(minfo, mi, to64=True):
+    """(ours, torch's) modules from one ModuleInfo input; ``to64``: torch's in float64, as the
+    samples are (error inputs keep their dtypes: a dtype mismatch can be the error)."""
     cls = getattr(nn, minfo.module_cls.__name__)
     pairs = []
     args = _convert(mi.constructor_input.args, pairs, grads=False)
@@ -257,7 +247,8 @@ def _make_modules(minfo, mi):
     if "dtype" in inspect.signature(cls).parameters:
         kwargs = {**kwargs, "dtype": np.float64}
     theirs = minfo.module_cls(*mi.constructor_input.args, **mi.constructor_input.kwargs)
-    theirs = theirs.to(torch.float64)
+    if to64:
+        theirs = theirs.to(torch.float64)
     ours = cls(*args, **kwargs)
     sd = {k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()}
     res = ours.load_state_dict(sd)
@@ -319,9 +310,9 @@ def test_moduleinfo_error_input(minfo, error):
     fi = mi.forward_input
     if error.error_on == ModuleErrorEnum.CONSTRUCTION_ERROR:
         with pytest.raises(error.error_type):
-            _make_modules(minfo, mi)
+            _make_modules(minfo, mi, to64=False)
         return
-    ours, theirs = _make_modules(minfo, mi)
+    ours, theirs = _make_modules(minfo, mi, to64=False)
     with pytest.raises(error.error_type):
         theirs(*fi.args, **fi.kwargs)
     with cvkernels.backend("cpu"), pytest.raises(error.error_type):

@@ -46,6 +46,9 @@ def _check_weight(fn: str, weight, n_classes: int, dtype: np.dtype):
     if not hasattr(weight, "shape"):
         weight = np.asarray(weight)
     check_float(fn, "weight", weight)
+    if dtype is not None and np.dtype(weight.dtype) != np.dtype(dtype):
+        raise ArgumentTypeError(f"{fn}: arguments must share one dtype, got "
+                                f"input={np.dtype(dtype)}, weight={np.dtype(weight.dtype)}")
     if tuple(weight.shape) != (n_classes,):
         raise ShapeError(f"{fn}: weight must have shape [{n_classes}] (one per class), "
                          f"got {tuple(weight.shape)}")
@@ -86,9 +89,11 @@ def _check_class_target(fn: str, t: np.ndarray, want_shape, n_classes: int, igno
 
 
 # -------------------------------------------------------------------------------- cross_entropy
-def check_loss_args(fn, input, target, weight, reduction, label_smoothing=0.0, prob_ok=True):
+def check_loss_args(fn, input, target, weight, reduction, label_smoothing=0.0, prob_ok=True,
+                    ignore_index=-100):
     """Check the arguments of cross_entropy / nll_loss on any array kind (numpy, CuPy): dtypes,
-    shapes, reduction, label_smoothing; not the target values (those need the data).
+    shapes, reduction, label_smoothing, and that probability targets come with the default
+    ignore_index (torch refuses another); not the target values (those need the data).
 
     Returns ``(unbatched, prob, n_classes)``: prob means class-probability targets.
     """
@@ -113,6 +118,9 @@ def check_loss_args(fn, input, target, weight, reduction, label_smoothing=0.0, p
         check_float(fn, "target", target)
     else:
         _check_class_target_shape(fn, target, () if unbatched else (shape[0],) + shape[2:])
+    if prob and ignore_index != -100:
+        raise ArgumentError(f"{fn}: ignore_index is not supported for floating point target "
+                            f"(class probabilities), got ignore_index={ignore_index!r}")
     return unbatched, prob, n_classes
 
 
@@ -140,7 +148,8 @@ def _ce_setup(fn, input, target, weight, ignore_index, reduction, label_smoothin
     where the target equals ignore_index). denom: divisor of reduction='mean'.
     """
     x, t = np.asarray(input), np.asarray(target)
-    unbatched, prob, n_classes = check_loss_args(fn, x, t, weight, reduction, label_smoothing)
+    unbatched, prob, n_classes = check_loss_args(fn, x, t, weight, reduction, label_smoothing,
+                                                 ignore_index=ignore_index)
     if unbatched:
         x, t = x[None], t[None]
     if not prob:
@@ -324,14 +333,14 @@ def _mm_setup(fn, input, target, p, margin, weight, reduction):
     check_ndim(fn, "input", x, (1, 2))
     _check_reduction(fn, reduction)
     if p not in (1, 2) or isinstance(p, bool):
-        raise ValueError(f"{fn}: p must be 1 or 2, got {p!r}")
+        raise ArgumentError(f"{fn}: p must be 1 or 2, got {p!r}")
     unbatched = x.ndim == 1
     t = np.asarray(target)
     if unbatched:
         x, t = x[None], t[None]
     n, n_classes = x.shape
     if n_classes == 0:
-        raise ValueError(f"{fn}: input must have at least one class, got shape {x.shape}")
+        raise ShapeError(f"{fn}: input must have at least one class, got shape {x.shape}")
     _check_class_target(fn, t, (n,) if not unbatched else (1,), n_classes)
     w = _check_weight(fn, weight, n_classes, x.dtype)
     acc = _acc_dtype(x.dtype)
@@ -382,7 +391,7 @@ def multi_margin_loss_backward(grad_out, input, target, p=1, margin=1.0, weight=
     n, n_classes = xa.shape
     out_shape = (() if unbatched else (n,)) if reduction == "none" else ()
     if g.shape != out_shape:
-        raise ValueError(f"{fn}: grad_out must have shape {out_shape}, got {g.shape}")
+        raise ShapeError(f"{fn}: grad_out must have shape {out_shape}, got {g.shape}")
     acc = xa.dtype
     g = g.astype(acc)
     if reduction == "none":

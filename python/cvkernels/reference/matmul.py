@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ArgumentError, ShapeError
 from .._checks import check_float, check_ndim, check_same_dtype
 from ..numerics import unbroadcast as _unbroadcast  # noqa: F401  (kernel_ops imports it here)
 
@@ -15,17 +16,17 @@ def _check_matmul(fn, a, b):
     check_float(fn, "other", b)
     check_same_dtype(fn, input=a, other=b)
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"{fn}: both arguments need at least 1 dimension, got shapes "
+        raise ShapeError(f"{fn}: both arguments need at least 1 dimension, got shapes "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
     ka = a.shape[-1]
     kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if ka != kb:
-        raise ValueError(f"{fn}: input and other shapes cannot be multiplied "
+        raise ShapeError(f"{fn}: input and other shapes cannot be multiplied "
                          f"({tuple(a.shape)} and {tuple(b.shape)}): {ka} != {kb}")
     try:
         np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
-        raise ValueError(f"{fn}: batch dimensions of input {tuple(a.shape)} and other "
+        raise ShapeError(f"{fn}: batch dimensions of input {tuple(a.shape)} and other "
                          f"{tuple(b.shape)} do not broadcast") from None
 
 
@@ -71,12 +72,12 @@ def _check_linear(fn, input, weight, bias):
     check_float(fn, "weight", weight)
     check_ndim(fn, "weight", weight, 2)
     if input.ndim == 0 or input.shape[-1] != weight.shape[1]:
-        raise ValueError(f"{fn}: input's last dimension must equal weight.shape[1]="
+        raise ShapeError(f"{fn}: input's last dimension must equal weight.shape[1]="
                          f"{weight.shape[1]}, got input shape {tuple(input.shape)}")
     if bias is not None:
         check_float(fn, "bias", bias)
         if tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"{fn}: bias must have shape ({weight.shape[0]},), "
+            raise ShapeError(f"{fn}: bias must have shape ({weight.shape[0]},), "
                              f"got {tuple(bias.shape)}")
     check_same_dtype(fn, input=input, weight=weight, bias=bias)
 
@@ -116,7 +117,7 @@ def matmul_tc_forward(input, other):
     correctness vehicle of the mma.sync primitives (kernels/matmul_tc.cuh)."""
     _check_matmul("matmul_tc", input, other)
     if input.ndim != 2 or other.ndim != 2:
-        raise ValueError(f"matmul_tc: input and other must be 2-D, got shapes "
+        raise ShapeError(f"matmul_tc: input and other must be 2-D, got shapes "
                          f"{tuple(input.shape)} and {tuple(other.shape)}")
     out = np.matmul(np.asarray(input, np.float64), np.asarray(other, np.float64))
     return out if np.asarray(input).dtype == np.float64 else out.astype(np.float32)

@@ -31,7 +31,7 @@ def _f64(a):
 def _check_grad_out(fn, grad_out, input):
     check_float(fn, "grad_out", grad_out)
     if tuple(grad_out.shape) != tuple(input.shape):
-        raise ValueError(f"{fn}: grad_out must have input's shape {tuple(input.shape)}, "
+        raise ShapeError(f"{fn}: grad_out must have input's shape {tuple(input.shape)}, "
                          f"got {tuple(grad_out.shape)}")
     return _f64(grad_out)
 
@@ -86,7 +86,7 @@ def _bn_params(fn, input, running_mean, running_var, weight, bias, training, mom
         nbt = num_batches_tracked
         if not isinstance(nbt, np.ndarray) or nbt.size != 1 or nbt.dtype.kind not in "iu":
             raise ArgumentError(f"{fn}: num_batches_tracked must be a 1-element integer "
-                                    f"numpy array, got {nbt!r}")
+                                f"numpy array, got {nbt!r}")
     if momentum is None and training and running_mean is not None and num_batches_tracked is None:
         raise ArgumentError(f"{fn}: momentum=None (cumulative average) needs "
                             f"num_batches_tracked")
@@ -340,15 +340,15 @@ def _ln_params(fn, input, normalized_shape, weight, bias):
         try:
             shape = tuple(int(s) for s in normalized_shape)
         except (TypeError, ValueError):
-            raise ValueError(f"{fn}: normalized_shape must be an int or a sequence of ints, "
+            raise ShapeError(f"{fn}: normalized_shape must be an int or a sequence of ints, "
                              f"got {normalized_shape!r}") from None
     k = len(shape)
     if k == 0 or input.ndim < k or tuple(input.shape[input.ndim - k:]) != shape:
-        raise ValueError(f"{fn}: input must have shape [*, {', '.join(map(str, shape))}] "
+        raise ShapeError(f"{fn}: input must have shape [*, {', '.join(map(str, shape))}] "
                          f"to match normalized_shape={list(shape)}, got {tuple(input.shape)}")
     for name, a in (("weight", weight), ("bias", bias)):
         if a is not None and tuple(a.shape) != shape:
-            raise ValueError(f"{fn}: {name} must have normalized_shape {shape}, "
+            raise ShapeError(f"{fn}: {name} must have normalized_shape {shape}, "
                              f"got {tuple(a.shape)}")
     return shape, tuple(range(input.ndim - k, input.ndim))
 

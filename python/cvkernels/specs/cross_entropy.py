@@ -134,9 +134,9 @@ class _Args:
     """The checked and normalised arguments of one cross_entropy / nll_loss call."""
 
     def __init__(self, rt, fn, input, target, weight, reduction, label_smoothing, prob_ok,
-                 grad_out=None):
+                 grad_out=None, ignore_index=-100):
         self.unbatched, self.prob, self.C = _loss_ref().check_loss_args(
-            fn, input, target, weight, reduction, label_smoothing, prob_ok)
+            fn, input, target, weight, reduction, label_smoothing, prob_ok, ignore_index)
         arrays = dict(input=input, weight=weight, grad_out=grad_out)
         if self.prob:
             arrays["target"] = target
@@ -228,7 +228,8 @@ def cross_entropy_forward(rt, input, target, weight=None, ignore_index=-100, red
     logits, per-row fp32 losses, a deterministic reduction."""
     fn = "cross_entropy"
     xp = rt.xp
-    a = _Args(rt, fn, input, target, weight, reduction, label_smoothing, True)
+    a = _Args(rt, fn, input, target, weight, reduction, label_smoothing, True,
+              ignore_index=ignore_index)
     if a.rows == 0 or a.C == 0:
         a.host_bad_check(fn, ignore_index)
         return _empty_loss(xp, a.dtype, reduction, a.user_shape(a.out_shape))
@@ -249,7 +250,8 @@ def cross_entropy_backward(rt, grad_out, input, target, weight=None, ignore_inde
     the mean's divisor), recomputing the row statistics from the logits."""
     fn = "cross_entropy_backward"
     xp = rt.xp
-    a = _Args(rt, fn, input, target, weight, reduction, label_smoothing, True, grad_out)
+    a = _Args(rt, fn, input, target, weight, reduction, label_smoothing, True, grad_out,
+              ignore_index)
     if a.rows == 0 or a.C == 0:
         a.host_bad_check(fn, ignore_index)
         gi = xp.zeros(input.shape, dtype=a.dtype.np)
