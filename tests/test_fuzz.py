@@ -437,14 +437,11 @@ with contextlib.suppress(ImportError):
 # Ops whose NaN/inf semantics the suite found to differ from torch, in code other helpers own
 # (README.md says so under the table); remove an entry with its fix.
 KNOWN_NAN = {
-    "avg_pool2d": "reference/pool.py: an inf spreads NaN to windows that do not hold it "
-                  "(window-matrix product, 0 * inf)",
-    "adaptive_avg_pool2d": "reference/pool.py: as avg_pool2d",
-    "batch_norm": "reference/norm.py: an inf weight/bias/input gives other NaN positions "
-                  "than torch",
-    "cross_entropy": "reference/loss.py: an inf logit gives inf, torch NaN (xent helper)",
-    "scaled_dot_product_attention": "reference/attention.py: a NaN row of scores is treated "
-                                    "as fully masked and gives 0, torch NaN (parity helper)",
+    "batch_norm": "an inf weight/bias: torch's CPU kernel folds the statistics into "
+                  "x * (invstd * w) + (b - mean * invstd * w), so inf - inf makes most of the "
+                  "channel NaN; ours computes (x - mean) * (invstd * w) + b (better conditioned "
+                  "for large means) and gives +-inf there. NaN inputs propagate alike",
+    "group_norm": "as batch_norm: an inf weight/bias meets torch's folded affine (inf - inf)",
 }
 
 
