@@ -70,19 +70,6 @@ __device__ __forceinline__ Pack<T, VEC> load_pack(const T* p) {
   return r;
 }
 
-template <class T, int VEC>
-__device__ __forceinline__ void store_pack(T* p, const float (&v)[VEC]) {
-  if constexpr (VEC == Packed128<T>::size) {
-    Packed128<T> q;
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) q[i] = from_float<T>(v[i]);
-    store128(p, q);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) p[i] = from_float<T>(v[i]);
-  }
-}
-
 // This thread's walk over block (c, k)'s chunk of channel c: element j of the channel is
 // (n, s) = (j / S, j % S), at offset (n*C + c)*S + s. VEC divides S and the chunk, so a vector
 // never crosses a row.
@@ -307,7 +294,7 @@ __global__ void batch_norm_forward_kernel(
         if (EPI == 2) v[i] += to_float(r[u].v[i]);
         if (EPI >= 1) v[i] = relu(v[i]);
       }
-      store_pack<T, VEC>(y + off[u], v);
+      store_vec<T, VEC>(y + off[u], v);
     }
   }
 }
@@ -420,8 +407,8 @@ __global__ void batch_norm_backward_kernel(
         const float xc = training ? to_float(xv[u].v[i]) - m : 0.f;
         dx[i] = fmaf(k2, xc, fmaf(k1, dz[i], k3));
       }
-      store_pack<T, VEC>(grad_input + off[u], dx);
-      if (EPI == 2) store_pack<T, VEC>(grad_residual + off[u], dz);
+      store_vec<T, VEC>(grad_input + off[u], dx);
+      if (EPI == 2) store_vec<T, VEC>(grad_residual + off[u], dz);
     }
   }
 }

@@ -89,4 +89,30 @@ __device__ __forceinline__ void store128cs(T* p, Packed128<T> v) {
 }
 #endif
 
+// VEC consecutive elements of T, as fp32: one 16-byte access when VEC == Packed128<T>::size.
+template <class T, int VEC>
+__device__ __forceinline__ void load_vec(const T* p, float (&v)[VEC]) {
+  if constexpr (VEC == Packed128<T>::size) {
+    const Packed128<T> q = load128(p);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) v[i] = to_float(q[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) v[i] = to_float(p[i]);
+  }
+}
+
+template <class T, int VEC>
+__device__ __forceinline__ void store_vec(T* p, const float (&v)[VEC]) {
+  if constexpr (VEC == Packed128<T>::size) {
+    Packed128<T> q;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) q[i] = from_float<T>(v[i]);
+    store128(p, q);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) p[i] = from_float<T>(v[i]);
+  }
+}
+
 }  // namespace cvk
