@@ -46,10 +46,6 @@ def _dropout_p(s, index):
     return s.kwargs.get("dropout_p", s.args[index] if len(s.args) > index else 0.0)
 
 
-def _runtime_error(e):
-    return e.error_type is RuntimeError
-
-
 SKIPS = [
     # random: torch's random stream is not reproduced (statistics are tested instead)
     ("nn.functional.scaled_dot_product_attention", "sample", lambda s: _dropout_p(s, 3) > 0,
@@ -62,14 +58,6 @@ SKIPS = [
     ("MultiheadAttention", "sample",
      lambda m: m.constructor_input.kwargs.get("dropout", 0.0) > 0,
      "dropout in training is random (torch's stream is not reproduced)"),
-    # gaps in files other helpers own (issue 10), listed so that none is silent
-    ("nn.functional.multi_margin_loss", "sample",
-     lambda s: s.input.ndim == 0 or (s.input.ndim == 1 and tuple(s.args[0].shape) == (1,)),
-     ("0-D input, and 1-D input with a (1,) target, to multi_margin_loss: "
-      "reference/loss.py (loss helper)")),
-    ("nn.functional.multi_margin_loss", "error", lambda e: "one-dimensional" in e.error_regex,
-     ("reference/loss.py checks the target's dtype (float in these samples) before the "
-      "weight's rank and raises TypeError where torch raises ValueError (loss helper)")),
 ]
 
 #: OpInfos whose sample sets are thinned to every k-th sample (CI time).

@@ -330,19 +330,25 @@ nll_loss = nll_loss_forward
 def _mm_setup(fn, input, target, p, margin, weight, reduction):
     x = np.asarray(input)
     check_float(fn, "input", x)
-    check_ndim(fn, "input", x, (1, 2))
+    check_ndim(fn, "input", x, (0, 1, 2))
     _check_reduction(fn, reduction)
     if p not in (1, 2) or isinstance(p, bool):
         raise ArgumentError(f"{fn}: p must be 1 or 2, got {p!r}")
-    unbatched = x.ndim == 1
+    unbatched = x.ndim <= 1        # (C,) scores, or a 0-D score of a single class, as torch
     t = np.asarray(target)
     if unbatched:
-        x, t = x[None], t[None]
+        if t.ndim > 1 or t.size != 1:
+            raise ShapeError(f"{fn}: target must have shape () or (1,) for input of shape "
+                             f"{x.shape}, got {t.shape}")
+        none_shape = t.shape       # reduction='none' gives the target's shape, as torch
+        x, t = x.reshape(1, -1), t.reshape(1)
+    else:
+        none_shape = (x.shape[0],)
     n, n_classes = x.shape
     if n_classes == 0:
         raise ShapeError(f"{fn}: input must have at least one class, got shape {x.shape}")
+    w = _check_weight(fn, weight, n_classes, x.dtype)   # first, as torch (a ValueError)
     _check_class_target(fn, t, (n,) if not unbatched else (1,), n_classes)
-    w = _check_weight(fn, weight, n_classes, x.dtype)
     acc = _acc_dtype(x.dtype)
     xa = x.astype(acc)
     t = t.astype(np.int64)
@@ -351,7 +357,7 @@ def _mm_setup(fn, input, target, p, margin, weight, reduction):
     active = z > 0
     active[rows, t] = False                                       # the target class is skipped
     wt = np.ones(n, acc) if w is None else w.astype(acc)[t]      # (N,)
-    return xa, z, active, wt, t, unbatched, x.dtype
+    return xa, z, active, wt, t, none_shape, x.dtype
 
 
 def multi_margin_loss_forward(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
@@ -361,13 +367,13 @@ def multi_margin_loss_forward(input, target, p=1, margin=1.0, weight=None, reduc
     loss_n = w[y_n] / C * sum_{j != y_n} max(0, margin - x[n, y_n] + x[n, j])^p, p in {1, 2}.
     reduction 'mean' averages over N (unweighted), 'sum' sums, 'none' returns (N,) (or ()).
     """
-    xa, z, active, wt, t, unbatched, dt = _mm_setup(
+    xa, z, active, wt, t, none_shape, dt = _mm_setup(
         "multi_margin_loss", input, target, p, margin, weight, reduction)
     n_classes = xa.shape[1]
     h = np.where(active, z if p == 1 else z * z, 0)
     loss = np.sum(h, axis=1) * wt / xa.dtype.type(n_classes)
     if reduction == "none":
-        return (loss[0] if unbatched else loss).astype(dt)
+        return loss.reshape(none_shape).astype(dt)
     if reduction == "sum":
         return np.asarray(np.sum(loss), dtype=dt)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -384,12 +390,12 @@ def multi_margin_loss_backward(grad_out, input, target, p=1, margin=1.0, weight=
     Target and weight get no gradient.
     """
     fn = "multi_margin_loss_backward"
-    xa, z, active, wt, t, unbatched, dt = _mm_setup(fn, input, target, p, margin, weight,
-                                                    reduction)
+    xa, z, active, wt, t, none_shape, dt = _mm_setup(fn, input, target, p, margin, weight,
+                                                     reduction)
     g = np.asarray(grad_out)
     check_float(fn, "grad_out", g)
     n, n_classes = xa.shape
-    out_shape = (() if unbatched else (n,)) if reduction == "none" else ()
+    out_shape = none_shape if reduction == "none" else ()
     if g.shape != out_shape:
         raise ShapeError(f"{fn}: grad_out must have shape {out_shape}, got {g.shape}")
     acc = xa.dtype
@@ -404,7 +410,7 @@ def multi_margin_loss_backward(grad_out, input, target, p=1, margin=1.0, weight=
     coef = d * (gn * wt / acc.type(n_classes))[:, None]
     gx = coef.copy()
     gx[np.arange(n), t] = -np.sum(coef, axis=1)
-    return (gx[0] if unbatched else gx).astype(dt), None, None
+    return gx.reshape(np.shape(input)).astype(dt), None, None
 
 
 multi_margin_loss = multi_margin_loss_forward
