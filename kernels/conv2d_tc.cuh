@@ -31,15 +31,6 @@ constexpr int BM = 64, BN = 64, BK = 32, WM = 32, WN = 32, THREADS = 128;
 constexpr int PAD = 8, AS = BK + PAD, BS = BN + PAD;  // shared row strides, elements
 static_assert((AS * 2) % 16 == 0 && (BS * 2) % 16 == 0, "ldmatrix rows must stay 16-byte aligned");
 
-// d += a * b in T's mma flavour (the pointer argument only picks the overload).
-__device__ __forceinline__ void mma(const __half*, float (&d)[4], const unsigned (&a)[4],
-                                    const unsigned (&b)[2]) {
-  cvk::mma_m16n8k16_f16(d, a, b, d);
-}
-__device__ __forceinline__ void mma(const __nv_bfloat16*, float (&d)[4], const unsigned (&a)[4],
-                                    const unsigned (&b)[2]) {
-  cvk::mma_m16n8k16_bf16(d, a, b, d);
-}
 }  // namespace conv2d_tc
 
 template <class T, bool HAS_BIAS>
@@ -92,22 +83,7 @@ conv2d_tc_forward_kernel(const T* __restrict__ input_, const T* __restrict__ wei
       __syncthreads();
 #pragma unroll
       for (int kk = 0; kk < BK; kk += 16) {
-        unsigned af[2][4], bf[4][2];
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
-          cvk::ldmatrix<4>(af[mi], As + (wm + mi * 16 + lane % 16) * AS + kk + (lane / 16) * 8);
-#pragma unroll
-        for (int nj = 0; nj < 2; ++nj) {
-          unsigned r[4];
-          cvk::ldmatrix<4, true>(
-              r, Bs + (kk + lane % 8 + ((lane / 8) & 1) * 8) * BS + wn + nj * 16 + (lane / 16) * 8);
-          bf[2 * nj][0] = r[0], bf[2 * nj][1] = r[1];
-          bf[2 * nj + 1][0] = r[2], bf[2 * nj + 1][1] = r[3];
-        }
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) mma(input_, acc[mi][ni], af[mi], bf[ni]);
+        cvk::warp_mma_32x32_k16<cvk::is_bf16<T>::value, AS, BS>(acc, As, Bs, wm, wn, kk, lane);
       }
       __syncthreads();  // the next slice overwrites As/Bs
     }

@@ -78,24 +78,13 @@ __device__ __forceinline__ void load_slice(unsigned short* As, unsigned short* B
 }
 }  // namespace matmul_tc
 
-namespace matmul_tc {
-template <class T>
-struct is_bf16 {
-  static constexpr bool value = false;
-};
-template <>
-struct is_bf16<__nv_bfloat16> {
-  static constexpr bool value = true;
-};
-}  // namespace matmul_tc
-
 template <class T, int VEC>
 __global__ void __launch_bounds__(matmul_tc::THREADS)
 matmul_tc_forward_kernel(const T* __restrict__ A_, const T* __restrict__ B_,
                          float* __restrict__ C, long long M, long long N, long long K) {
   using namespace matmul_tc;
   static_assert(sizeof(T) == 2, "matmul_tc: T is __half or __nv_bfloat16");
-  constexpr bool IS_BF16 = is_bf16<T>::value;
+  constexpr bool IS_BF16 = cvk::is_bf16<T>::value;
   const unsigned short* A = reinterpret_cast<const unsigned short*>(A_);
   const unsigned short* B = reinterpret_cast<const unsigned short*>(B_);
   static_assert(VEC == 1 || VEC == 2 || VEC == 4 || VEC == 8, "VEC is 1, 2, 4 or 8 elements");
@@ -133,25 +122,7 @@ matmul_tc_forward_kernel(const T* __restrict__ A_, const T* __restrict__ B_,
     const unsigned short* bs = Bs[kt % STAGES];
 #pragma unroll
     for (int kk = 0; kk < BK; kk += 16) {
-      unsigned af[2][4], bf[4][2];
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)  // matrices: rows 0-7 / 8-15 x k 0-7 / 8-15 = a0..a3 regs
-        cvk::ldmatrix<4>(af[mi], as + (wm + mi * 16 + lane % 16) * AS + kk + (lane / 16) * 8);
-#pragma unroll
-      for (int nj = 0; nj < 2; ++nj) {  // matrices: k 0-7 / 8-15 x n 0-7, then n 8-15
-        unsigned r[4];
-        cvk::ldmatrix<4, true>(
-            r, bs + (kk + lane % 8 + ((lane / 8) & 1) * 8) * BS + wn + nj * 16 + (lane / 16) * 8);
-        bf[2 * nj][0] = r[0], bf[2 * nj][1] = r[1];
-        bf[2 * nj + 1][0] = r[2], bf[2 * nj + 1][1] = r[3];
-      }
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-          if constexpr (IS_BF16) cvk::mma_m16n8k16_bf16(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
-          else cvk::mma_m16n8k16_f16(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
-        }
+      cvk::warp_mma_32x32_k16<IS_BF16, AS, BS>(acc, as, bs, wm, wn, kk, lane);
     }
   }
   cvk::cp_async_wait_all();  // only empty groups remain; no copy may outlive the thread

@@ -247,4 +247,45 @@ __device__ __forceinline__ void ldmatrix(unsigned (&r)[NUM], const void* row_add
 #endif
 }
 
+// Whether T is bf16 (picks the mma flavour at compile time; no <type_traits> under NVRTC).
+template <class T>
+struct is_bf16 {
+  static constexpr bool value = false;
+};
+template <>
+struct is_bf16<__nv_bfloat16> {
+  static constexpr bool value = true;
+};
+
+// One 16-wide k step of a warp's 32 x 32 tile of m16n8k16 mmas, fp32 accumulators acc[mi][ni]
+// (rows wm + 16 mi, columns wn + 8 ni). A is row-major in shared memory (row stride AS
+// elements: rows wm .. wm+31, k kk .. kk+15), B k-major (row stride BS: k kk .. kk+15, columns
+// wn .. wn+31), both 16-bit (fp16 or bf16 bits). 2 ldmatrix.x4 for A, 2 ldmatrix.x4.trans for
+// B (the mma wants B "col"), 8 mma.sync. Shared by matmul_tc and conv2d_tc.
+template <bool BF16, int AS, int BS>
+__device__ __forceinline__ void warp_mma_32x32_k16(float (&acc)[2][4][4],
+                                                   const unsigned short* as,
+                                                   const unsigned short* bs, int wm, int wn,
+                                                   int kk, int lane) {
+  unsigned af[2][4], bf[4][2];
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi)  // matrices: rows 0-7 / 8-15 x k 0-7 / 8-15 = a0..a3 regs
+    ldmatrix<4>(af[mi], as + (wm + mi * 16 + lane % 16) * AS + kk + (lane / 16) * 8);
+#pragma unroll
+  for (int nj = 0; nj < 2; ++nj) {  // matrices: k 0-7 / 8-15 x n 0-7, then n 8-15
+    unsigned r[4];
+    ldmatrix<4, true>(
+        r, bs + (kk + lane % 8 + ((lane / 8) & 1) * 8) * BS + wn + nj * 16 + (lane / 16) * 8);
+    bf[2 * nj][0] = r[0], bf[2 * nj][1] = r[1];
+    bf[2 * nj + 1][0] = r[2], bf[2 * nj + 1][1] = r[3];
+  }
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni) {
+      if constexpr (BF16) mma_m16n8k16_bf16(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
+      else mma_m16n8k16_f16(acc[mi][ni], af[mi], bf[ni], acc[mi][ni]);
+    }
+}
+
 }  // namespace cvk
